@@ -1,0 +1,35 @@
+# Backprop Lab. `make run` starts the whole service on the embedded defaults; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test bench bench-engine bench-service clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/backprop db upgrade
+	$(VENV)/bin/backprop dev
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Benchmarks compare against PyTorch CPU when it is installed (the wheel on this machine's disk).
+bench: bench-engine bench-service
+
+bench-engine: $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0 || true
+	$(PY) -m bench.engine
+
+bench-service: $(STAMP)
+	$(PY) -m bench.service
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,380 @@
+"""The public contract: the job spec users send, and the models the API answers with.
+
+Field names follow the v1 API. Everything has a default where one makes sense and an example in
+the OpenAPI schema. `resolve_spec` checks a spec against its dataset and fills the defaults that
+depend on the data (loss, output activation), so what is stored is explicit.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Caps that keep one job's resource use bounded; issue 4 moves them into Settings.
+MAX_EPOCHS = 10_000
+MAX_HIDDEN_LAYERS = 16
+MAX_UNITS = 4096
+MAX_BATCH_SIZE = 65_536
+MAX_PARAMETERS = 5_000_000
+MAX_TAGS = 32
+
+HiddenActivation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "linear"]
+OutputActivation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "linear", "softmax"]
+LossName = Literal["mse", "binary_crossentropy", "categorical_crossentropy"]
+InitName = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform"]
+Monitor = Literal["train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2", "val_mae"]
+Mode = Literal["auto", "min", "max"]
+Task = Literal["classification", "regression"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StopReason = Literal["completed", "early_stopped", "diverged", "cancelled", "max_runtime", "error"]
+BuiltinName = Literal["xor", "digits", "iris", "moons", "circles", "sine"]
+
+TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- job spec
+
+
+class DatasetSpec(Spec):
+    builtin: BuiltinName | None = Field(None, examples=["digits"])
+    id: str | None = Field(None, description="id of an uploaded dataset", examples=[None])
+    validation_split: float = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="fraction held out for validation when the dataset has no X_val/y_val "
+        "(stratified for classification); 0 trains without validation",
+    )
+    standardize: bool = Field(True, description="standardize inputs with the training part's mean/std")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetSpec":
+        if (self.builtin is None) == (self.id is None):
+            raise ValueError("give exactly one of 'builtin' or 'id'")
+        return self
+
+
+class LayerSpec(Spec):
+    units: int = Field(ge=1, le=MAX_UNITS, examples=[64])
+    activation: HiddenActivation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+
+class ModelSpec(Spec):
+    hidden_layers: list[LayerSpec] = Field(
+        default_factory=lambda: [LayerSpec(units=64)], max_length=MAX_HIDDEN_LAYERS,
+        examples=[[{"units": 64, "activation": "relu", "dropout": 0.0, "batch_norm": False}]],
+    )
+    output_activation: OutputActivation | None = Field(
+        None, description="default: softmax for categorical_crossentropy, sigmoid for "
+        "binary_crossentropy, linear for mse",
+    )
+    init: InitName | None = Field(None, description="default: he_normal for relu-family layers, xavier_uniform otherwise")
+
+
+class SGD(Spec):
+    name: Literal["sgd"] = "sgd"
+    learning_rate: float = Field(0.01, gt=0, le=10)
+
+
+class Momentum(Spec):
+    name: Literal["momentum"] = "momentum"
+    learning_rate: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class Nesterov(Spec):
+    name: Literal["nesterov"] = "nesterov"
+    learning_rate: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class RMSprop(Spec):
+    name: Literal["rmsprop"] = "rmsprop"
+    learning_rate: float = Field(0.001, gt=0, le=10)
+    rho: float = Field(0.9, ge=0, lt=1)
+    epsilon: float = Field(1e-8, gt=0, le=1)
+
+
+class Adam(Spec):
+    name: Literal["adam"] = "adam"
+    learning_rate: float = Field(0.001, gt=0, le=10)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    epsilon: float = Field(1e-8, gt=0, le=1)
+
+
+class AdamW(Spec):
+    name: Literal["adamw"] = "adamw"
+    learning_rate: float = Field(0.001, gt=0, le=10)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    epsilon: float = Field(1e-8, gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, le=1)
+
+
+Optimizer = Annotated[Union[SGD, Momentum, Nesterov, RMSprop, Adam, AdamW], Field(discriminator="name")]
+
+
+class ConstantLR(Spec):
+    name: Literal["constant"] = "constant"
+
+
+class StepLR(Spec):
+    name: Literal["step"] = "step"
+    step_size: int = Field(10, ge=1, description="multiply the rate by gamma every step_size epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class ExponentialLR(Spec):
+    name: Literal["exponential"] = "exponential"
+    gamma: float = Field(0.95, gt=0, le=1, description="lr = learning_rate * gamma ** epochs_done")
+
+
+class CosineLR(Spec):
+    name: Literal["cosine"] = "cosine"
+    t_max: int | None = Field(None, ge=1, description="epochs of the half cosine; default: all epochs")
+    min_lr: float = Field(0.0, ge=0)
+
+
+class ReduceOnPlateau(Spec):
+    """Keras's ReduceLROnPlateau."""
+
+    name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
+    monitor: Monitor = "val_loss"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(1e-4, ge=0)
+    cooldown: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+    mode: Mode = "auto"
+
+
+Schedule = Annotated[
+    Union[ConstantLR, StepLR, ExponentialLR, CosineLR, ReduceOnPlateau], Field(discriminator="name")
+]
+
+
+class EarlyStoppingSpec(Spec):
+    """Keras's EarlyStopping, argument for argument."""
+
+    monitor: Monitor = "val_loss"
+    min_delta: float = Field(0.0, ge=0)
+    patience: int = Field(0, ge=0, examples=[5])
+    mode: Mode = "auto"
+    baseline: float | None = None
+    restore_best_weights: bool = Field(False, examples=[True])
+    start_from_epoch: int = Field(0, ge=0)
+
+
+class CheckpointSpec(Spec):
+    every_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    keep_last: int = Field(2, ge=1, le=100, description="most recent checkpoints kept")
+    keep_best: bool = Field(True, description="also keep the checkpoint of the best epoch so far")
+
+
+class JobSpec(Spec):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{
+                "name": "digits-mlp", "tags": ["demo"],
+                "dataset": {"builtin": "digits", "validation_split": 0.2, "standardize": True},
+                "model": {"hidden_layers": [{"units": 64, "activation": "relu"}]},
+                "optimizer": {"name": "adam", "learning_rate": 0.001},
+                "epochs": 30, "batch_size": 32, "seed": 0,
+                "early_stopping": {"monitor": "val_loss", "patience": 5, "restore_best_weights": True},
+            }]
+        },
+    )
+
+    name: str = Field("", max_length=200, examples=["digits-mlp"])
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_TAGS, examples=[["demo"]])
+    dataset: DatasetSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    loss: LossName | None = Field(
+        None, description="default: categorical_crossentropy for classification, mse for regression")
+    optimizer: Optimizer = Field(default_factory=Adam)
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    l2: float = Field(0.0, ge=0, le=10)
+    clip_norm: float | None = Field(None, gt=0)
+    lr_schedule: Schedule = Field(default_factory=ConstantLR)
+    early_stopping: EarlyStoppingSpec | None = None
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    max_runtime_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class DatasetInfo(BaseModel):
+    """What the service knows of a dataset's shape; enough to check a spec against it."""
+
+    rows: int
+    features: int
+    task: Task
+    classes: list[int | float | str] = Field(default_factory=list)  # sorted labels; empty for regression
+    outputs: int = 1  # regression targets per row (y of shape (n, k) gives k)
+    has_validation: bool = False
+    val_rows: int = 0
+
+
+BUILTIN_DATASETS: dict[str, DatasetInfo] = {
+    # rows and shapes of what worker.datasets generates for each name
+    "xor": DatasetInfo(rows=4, features=2, task="classification", classes=[0, 1], has_validation=True, val_rows=4),
+    "digits": DatasetInfo(rows=1797, features=64, task="classification", classes=list(range(10))),
+    "iris": DatasetInfo(rows=150, features=4, task="classification", classes=[0, 1, 2]),
+    "moons": DatasetInfo(rows=1000, features=2, task="classification", classes=[0, 1]),
+    "circles": DatasetInfo(rows=1000, features=2, task="classification", classes=[0, 1]),
+    "sine": DatasetInfo(rows=1000, features=1, task="regression"),
+}
+
+
+class DatasetPublic(DatasetInfo):
+    id: str
+    name: str
+    source: Literal["builtin", "upload"]
+    created_at: datetime | None = None
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class EpochMetrics(BaseModel):
+    epoch: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    train_accuracy: float | None = None
+    val_accuracy: float | None = None
+    val_r2: float | None = None
+    val_mae: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    tags: list[str]
+    status: JobStatus
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    progress: Progress
+    latest_metrics: EpochMetrics | None = None
+    best_epoch: int | None = None
+    best_metrics: EpochMetrics | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 0
+    dataset_id: str
+    cancel_requested: bool = False
+    spec: JobSpec
+
+
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None = None
+
+
+class HistoryPublic(BaseModel):
+    job_id: str
+    epochs: list[EpochMetrics]
+
+
+class CheckpointPublic(BaseModel):
+    epoch: int
+    created_at: datetime
+    is_best: bool = False
+    size_bytes: int
+    sha256: str
+
+
+# ---------------------------------------------------------------- spec against dataset
+
+
+class SpecMismatch(ValueError):
+    """A valid spec that cannot train on its dataset; `loc` names the field (as in a 422)."""
+
+    def __init__(self, loc: tuple[str, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+_DEFAULT_OUTPUT = {"categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid", "mse": "linear"}
+
+
+def output_units(spec: JobSpec, info: DatasetInfo) -> int:
+    if spec.loss == "categorical_crossentropy":
+        return len(info.classes)
+    if spec.loss == "binary_crossentropy":
+        return 1
+    return info.outputs
+
+
+def parameter_count(spec: JobSpec, info: DatasetInfo) -> int:
+    sizes = [info.features] + [layer.units for layer in spec.model.hidden_layers] + [output_units(spec, info)]
+    count = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    count += sum(2 * layer.units for layer in spec.model.hidden_layers if layer.batch_norm)
+    return count
+
+
+def resolve_spec(spec: JobSpec, info: DatasetInfo) -> JobSpec:
+    """Return `spec` with data-dependent defaults filled in; raise SpecMismatch if it cannot fit."""
+    loss = spec.loss or ("categorical_crossentropy" if info.task == "classification" else "mse")
+    if info.task == "regression" and loss != "mse":
+        raise SpecMismatch(("loss",), f"{loss} needs a classification dataset; this one is regression (use mse)")
+    if info.task == "classification" and loss == "mse":
+        raise SpecMismatch(("loss",), "mse needs a regression dataset; this one is classification")
+    if loss == "binary_crossentropy" and len(info.classes) != 2:
+        raise SpecMismatch(("loss",), f"binary_crossentropy needs 2 classes; the dataset has {len(info.classes)}")
+    if loss == "categorical_crossentropy" and len(info.classes) < 2:
+        raise SpecMismatch(("loss",), "categorical_crossentropy needs at least 2 classes")
+
+    output = spec.model.output_activation or _DEFAULT_OUTPUT[loss]
+    if loss == "categorical_crossentropy" and output != "softmax":
+        raise SpecMismatch(("model", "output_activation"), "categorical_crossentropy needs a softmax output")
+    if loss == "binary_crossentropy" and output != "sigmoid":
+        raise SpecMismatch(("model", "output_activation"), "binary_crossentropy needs a sigmoid output")
+    if loss == "mse" and output == "softmax":
+        raise SpecMismatch(("model", "output_activation"), "softmax output needs a classification loss, not mse")
+
+    has_val = info.has_validation or spec.dataset.validation_split > 0
+    train_rows = info.rows if info.has_validation else int(info.rows * (1 - spec.dataset.validation_split))
+    if train_rows < 1:
+        raise SpecMismatch(("dataset", "validation_split"), "leaves no rows to train on")
+    if spec.dataset.validation_split > 0 and not info.has_validation:
+        val_rows = info.rows - train_rows
+        if val_rows < 1:
+            raise SpecMismatch(("dataset", "validation_split"), "leaves no rows to validate on")
+    monitors = [("early_stopping", "monitor", spec.early_stopping.monitor)] if spec.early_stopping else []
+    if isinstance(spec.lr_schedule, ReduceOnPlateau):
+        monitors.append(("lr_schedule", "monitor", spec.lr_schedule.monitor))
+    for section, field_name, monitor in monitors:
+        if monitor.startswith("val_") and not has_val:
+            raise SpecMismatch((section, field_name), f"{monitor} needs validation data (validation_split > 0)")
+        if monitor.endswith("accuracy") and info.task != "classification":
+            raise SpecMismatch((section, field_name), f"{monitor} is only measured for classification")
+        if monitor in ("val_r2", "val_mae") and info.task != "regression":
+            raise SpecMismatch((section, field_name), f"{monitor} is only measured for regression")
+
+    resolved = spec.model_copy(deep=True)
+    resolved.loss = loss
+    resolved.model.output_activation = output
+    params = parameter_count(resolved, info)
+    if params > MAX_PARAMETERS:
+        raise SpecMismatch(("model", "hidden_layers"), f"{params} parameters exceed the cap of {MAX_PARAMETERS}")
+    return resolved
