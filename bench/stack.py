@@ -1,0 +1,171 @@
+"""Start the real service as subprocesses: `backprop db upgrade`, `backprop api` and
+`backprop worker`, on the embedded defaults or on Redis + PostgreSQL at 127.0.0.1.
+
+Shared by the end-to-end tests and the service benchmarks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+BIN = Path(sys.executable).parent
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/13"  # a database index the tests may flush
+
+
+class ServiceUnavailable(RuntimeError):
+    """Redis or PostgreSQL is not reachable."""
+
+
+def unavailable(what: str, error: Exception) -> None:
+    raise ServiceUnavailable(f"{what} is not reachable: {error}") from error
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database; dropped afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except Exception as error:  # noqa: BLE001 - any connection failure means "not reachable"
+        unavailable("PostgreSQL at 127.0.0.1:5432", error)
+    name = f"bp_it_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_redis() -> str:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.flushdb()
+        client.close()
+    except Exception as error:  # noqa: BLE001
+        unavailable("Redis at 127.0.0.1:6379", error)
+    return REDIS_URL
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict[str, str]
+    workdir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            [str(BIN / "backprop"), "worker"], env=self.env, cwd=self.workdir,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.processes[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        parts = []
+        for log in sorted(self.workdir.glob("*.log")):
+            text = log.read_text(errors="replace")
+            parts.append(f"----- {log.name} (last 4000 chars)\n{text[-4000:]}")
+        return "\n".join(parts)
+
+
+@contextmanager
+def running_stack(workdir: Path, database_url: str, broker_url: str, workers: int = 1) -> Iterator[Stack]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "ARTIFACT_DIR": str(workdir / "artifacts"),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run([str(BIN / "backprop"), "db", "upgrade"], env=env, cwd=workdir, check=True,
+                   capture_output=True, timeout=120)
+    stack = Stack(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
+    api_log = open(workdir / "api.log", "ab")
+    stack.processes["api"] = subprocess.Popen(
+        [str(BIN / "backprop"), "api"], env=env, cwd=workdir,
+        stdout=api_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    for i in range(workers):
+        stack.start_worker(f"worker{i}")
+    try:
+        wait_ready(stack)
+        yield stack
+    finally:
+        for name in list(stack.processes):
+            stack.stop(name)
+
+
+def wait_ready(stack: Stack, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if stack.processes["api"].poll() is not None:
+            raise RuntimeError(f"the API exited\n{stack.logs()}")
+        try:
+            response = httpx.get(f"{stack.url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(0.2)
+    raise RuntimeError(f"the API was not ready in {timeout}s: {last}\n{stack.logs()}")
+
+
+def wait_for_job(client: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout: float = 180,
+                 stack: Stack | None = None) -> dict:
+    deadline = time.monotonic() + timeout
+    job = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s: {job}\n"
+                         f"{stack.logs() if stack else ''}")
