@@ -1,0 +1,28 @@
+"""Factories for specs, jobs and epochs, shared by the store, API and worker tests."""
+from __future__ import annotations
+
+from typing import Any
+
+from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, resolve_spec
+from service.store import Store
+
+
+def job_spec(builtin: str = "xor", **overrides: Any) -> JobSpec:
+    """A resolved spec on a builtin dataset; overrides are JobSpec fields (dicts for sections)."""
+    values: dict[str, Any] = {"dataset": {"builtin": builtin}, "epochs": 5}
+    values.update(overrides)
+    return resolve_spec(JobSpec.model_validate(values), BUILTIN_DATASETS[builtin])
+
+
+def create_job(store: Store, owner: str | None = None, builtin: str = "xor", **overrides: Any):
+    spec = job_spec(builtin, **overrides)
+    return store.create_job(owner=owner, spec=spec, dataset_id=f"builtin:{builtin}")
+
+
+def epoch_metrics(epoch: int, val_loss: float | None = None, **values: Any) -> EpochMetrics:
+    """Plausible metrics for `epoch`: losses fall as epochs pass unless given."""
+    loss = 1.0 / epoch
+    return EpochMetrics(epoch=epoch, train_loss=values.pop("train_loss", loss),
+                        val_loss=loss * 1.1 if val_loss is None else val_loss,
+                        train_accuracy=values.pop("train_accuracy", 1 - loss / 2),
+                        val_accuracy=values.pop("val_accuracy", 1 - loss / 1.8), lr=0.001, seconds=0.01, **values)
