@@ -24,3 +24,16 @@ class Enqueuer:
 
     def enqueue(self, job_id: str) -> None:
         self._client.send_task(TRAIN_TASK, args=[job_id], task_id=job_id, queue=TRAINING_QUEUE)
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Reach the broker and declare the training queue, as a publish would; raise if unreachable.
+
+        Declaring (not just connecting) matters for the SQLAlchemy transport, which opens its
+        database lazily.
+        """
+        with self._client.connection_for_write(connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+            connection.default_channel.queue_declare(queue=TRAINING_QUEUE, durable=True, auto_delete=False)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,47 @@
+"""/v1/datasets: upload (.npz or .csv), list, get. Built-ins are listed with id `builtin:<name>`."""
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from service.api.deps import OwnerDep, SettingsDep, StoreDep
+from service.specs import DatasetPublic, Task
+from service.uploads import UploadLimits, parse_upload
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post(
+    "", status_code=201, response_model=DatasetPublic,
+    responses={400: {"description": "malformed upload; `detail` gives the reason (and the CSV line)"},
+               413: {"description": "the upload exceeds MAX_UPLOAD_BYTES or MAX_DATASET_ROWS"}},
+)
+def upload_dataset(
+    store: StoreDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description=".npz with X, y (optional X_val, y_val), or .csv with a header")],
+    target: Annotated[str | None, Form(description=".csv only: the label column's name", examples=["label"])] = None,
+    name: Annotated[str | None, Form(max_length=200, description="default: the file name without extension")] = None,
+    task: Annotated[Task | None, Form(description="override the inferred task")] = None,
+) -> DatasetPublic:
+    """Validate the whole upload first; nothing is stored unless it is accepted."""
+    parsed = parse_upload(file.file, filename=file.filename, target=target, task=task,
+                          limits=UploadLimits.from_settings(settings))
+    dataset_name = name or PurePath(file.filename or "dataset").stem
+    dataset = store.create_dataset(owner=owner, name=dataset_name, info=parsed.info, arrays=parsed.arrays)
+    response.headers["Location"] = router.url_path_for("get_dataset", dataset_id=dataset.id)
+    return dataset
+
+
+@router.get("", response_model=list[DatasetPublic])
+def list_datasets(store: StoreDep, owner: OwnerDep) -> list[DatasetPublic]:
+    return store.list_datasets(owner=owner)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses={404: {"description": "no such dataset"}})
+def get_dataset(dataset_id: str, store: StoreDep, owner: OwnerDep) -> DatasetPublic:
+    return store.get_dataset(dataset_id, owner=owner)

@@ -1,0 +1,147 @@
+"""/v1/jobs: submit, list, get, history, cancel, model download, checkpoints.
+
+Submission order matters: validate, find the dataset, resolve the spec against it, commit the job
+row, and only then publish the task, so a worker never receives an id the database lacks.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+
+from service.api.deps import EnqueuerDep, OwnerDep, StoreDep
+from service.specs import (
+    BUILTIN_DATASETS, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
+    JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, resolve_spec,
+)
+from service.store import NotFound, Store
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+HISTORY_COLUMNS = tuple(EpochMetrics.model_fields)  # epoch, train_loss, ..., lr, seconds
+NOT_FOUND = {404: {"description": "no such job"}}
+
+
+@router.post(
+    "", status_code=202, response_model=JobPublic,
+    responses={404: {"description": "unknown dataset"},
+               422: {"description": "invalid spec, or a spec that cannot fit its dataset"}},
+)
+def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: OwnerDep, response: Response) -> JobPublic:
+    dataset_id, info = dataset_for(spec.dataset, store, owner)
+    try:
+        resolved = resolve_spec(spec, info)
+    except SpecMismatch as mismatch:  # same 422 shape as a schema error, located in the body
+        raise RequestValidationError([{
+            "type": "spec_mismatch", "loc": ("body", *mismatch.loc), "msg": mismatch.message,
+            "input": value_at(spec.model_dump(mode="json"), mismatch.loc),
+        }]) from None
+    job = store.create_job(owner=owner, spec=resolved, dataset_id=dataset_id)  # committed here
+    try:
+        enqueuer.enqueue(job.id)
+    except Exception:  # noqa: BLE001 - the row is the source of truth; the reconciler re-enqueues queued jobs
+        log.exception("job %s is stored but could not be enqueued; it stays queued", job.id)
+    response.headers["Location"] = router.url_path_for("get_job", job_id=job.id)
+    return job
+
+
+def value_at(body: object, loc: tuple[str, ...]) -> object:
+    for key in loc:
+        body = body.get(key) if isinstance(body, dict) else None
+    return body
+
+
+def dataset_for(spec: DatasetSpec, store: Store, owner: str | None) -> tuple[str, DatasetInfo]:
+    """The dataset id to store with the job and its shape; NotFound (404) when unknown."""
+    name = spec.builtin
+    if name is None and spec.id.startswith(BUILTIN_PREFIX):
+        name = spec.id.removeprefix(BUILTIN_PREFIX)
+        if name not in BUILTIN_DATASETS:
+            raise NotFound(f"dataset {spec.id!r} not found; built-ins are {sorted(BUILTIN_DATASETS)}")
+    if name is not None:
+        return BUILTIN_PREFIX + name, BUILTIN_DATASETS[name]
+    return spec.id, store.dataset_info(spec.id, owner=owner)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    store: StoreDep,
+    owner: OwnerDep,
+    status: JobStatus | None = None,
+    tag: Annotated[str | None, Query(description="jobs carrying this tag")] = None,
+    name: Annotated[str | None, Query(description="jobs with exactly this name")] = None,
+    dataset: Annotated[str | None, Query(description="dataset id, e.g. builtin:digits")] = None,
+    order_by: Literal["created_at", "best_val_loss", "best_val_accuracy"] = "created_at",
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> JobPage:
+    return store.list_jobs(owner=owner, status=status, tag=tag, name=name, dataset=dataset,
+                           order_by=order_by, descending=order == "desc", limit=limit, cursor=cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
+def get_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
+    return store.get_job(job_id, owner=owner)
+
+
+@router.get(
+    "/{job_id}/history", response_model=HistoryPublic,
+    responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}},
+)
+def get_history(job_id: str, store: StoreDep, owner: OwnerDep, format: Literal["json", "csv"] = "json"):
+    epochs = store.history(job_id, owner=owner)
+    if format == "json":
+        return HistoryPublic(job_id=job_id, epochs=epochs)
+    return Response(history_csv(epochs), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}-history.csv"'})
+
+
+def history_csv(epochs: list[EpochMetrics]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for row in epochs:
+        values = row.model_dump()
+        writer.writerow("" if values[column] is None else values[column] for column in HISTORY_COLUMNS)
+    return out.getvalue()
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=NOT_FOUND,
+    description="A queued job is cancelled at once; a running one stops at its next batch boundary, "
+    "keeping its last checkpoint; a finished job is returned unchanged.",
+)
+def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
+    return store.request_cancel(job_id, owner=owner)
+
+
+@router.get(
+    "/{job_id}/model",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model .npz"},
+               **NOT_FOUND, 409: {"description": "the job has no model (yet)"}},
+)
+def download_model(job_id: str, store: StoreDep, owner: OwnerDep, request: Request) -> Response:
+    path, sha256 = store.model_file(job_id, owner=owner)
+    digest = base64.b64encode(bytes.fromhex(sha256)).decode()
+    etag = f'"{sha256}"'
+    headers = {"X-Model-SHA256": sha256, "ETag": etag, "Digest": f"sha-256={digest}",
+               "Repr-Digest": f"sha-256=:{digest}:"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"model-{job_id}.npz",
+                        headers=headers)
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic], responses=NOT_FOUND)
+def list_checkpoints(job_id: str, store: StoreDep, owner: OwnerDep) -> list[CheckpointPublic]:
+    return store.list_checkpoints(job_id, owner=owner)

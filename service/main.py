@@ -1,0 +1,45 @@
+"""Build the API application.
+
+`create_app()` takes its collaborators or builds them in the lifespan, never at import time:
+`uvicorn --factory service.main:create_app` (what `backprop api` runs) reads Settings from the
+environment when the server starts; tests pass a Settings, a Store and an Enqueuer of their own.
+"""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from service.api.errors import install_error_handlers
+from service.api.limits import BodySizeLimit
+from service.api.main import api_router
+from service.config import Settings, get_settings
+from service.queue import Enqueuer, celery_client
+from service.store import Store
+
+DESCRIPTION = """Submit neural-network training jobs, follow their progress and per-epoch metrics,
+and download the trained model. Jobs run on Celery workers; results live in SQL."""
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               enqueuer: Enqueuer | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app_settings = settings or get_settings()
+        app.state.settings = app_settings
+        app.state.store = store or Store(app_settings)
+        app.state.enqueuer = enqueuer or Enqueuer(celery_client(app_settings))
+        try:
+            yield
+        finally:  # close only what this lifespan built
+            if enqueuer is None:
+                app.state.enqueuer.close()
+            if store is None:
+                app.state.store.dispose()
+
+    app = FastAPI(title="Backprop Lab", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(BodySizeLimit)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app
