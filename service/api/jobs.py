@@ -65,7 +65,7 @@ def dataset_for(spec: DatasetSpec, store: Store, owner: str | None) -> tuple[str
     if name is None and spec.id.startswith(BUILTIN_PREFIX):
         name = spec.id.removeprefix(BUILTIN_PREFIX)
         if name not in BUILTIN_DATASETS:
-            raise NotFound(f"dataset {spec.id!r} not found; built-ins are {sorted(BUILTIN_DATASETS)}")
+            raise NotFound("dataset", spec.id)
     if name is not None:
         return BUILTIN_PREFIX + name, BUILTIN_DATASETS[name]
     return spec.id, store.dataset_info(spec.id, owner=owner)

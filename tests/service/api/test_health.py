@@ -1,0 +1,41 @@
+"""/healthz and /readyz against a real database and a real (or really unreachable) broker."""
+from __future__ import annotations
+
+from service.queue import Enqueuer, celery_client
+from service.store import Store
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def test_healthz(api):
+    response = api.client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_and_broker(api):
+    response = api.client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_readyz_503_when_the_broker_is_unreachable(make_api, settings_factory):
+    dead = Enqueuer(celery_client(settings_factory(broker_url=DEAD_REDIS)))
+    try:
+        api = make_api(enqueuer=dead)
+        response = api.client.get("/readyz")
+    finally:
+        dead.close()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["database"] == "ok"
+    assert body["broker"].startswith("error:")
+
+
+def test_readyz_503_when_the_database_is_unreachable(make_api, settings_factory):
+    unreachable = Store(settings_factory(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    try:
+        response = make_api(store=unreachable).client.get("/readyz")
+    finally:
+        unreachable.dispose()
+    assert response.status_code == 503
+    assert response.json()["database"].startswith("error:") and response.json()["broker"] == "ok"
