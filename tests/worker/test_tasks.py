@@ -1,0 +1,292 @@
+"""The training task run in-process (no broker) against a real SQLite store and the real engine."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import numpy as np
+import pytest
+
+from service.config import Settings
+from service.queue import TRAIN_TASK, TRAINING_QUEUE
+from service.specs import DatasetInfo
+from service.store import Store
+from tests.utils.db import SequentialIds
+from tests.utils.factories import create_job, job_spec
+from worker import tasks
+from worker.app import create_app
+from worker.nn import load_model
+from worker.training import StopPolicy, run_job, train_config
+
+LEASE = 30.0
+
+
+@pytest.fixture
+def store(sqlite_database_url, settings_factory, clock):
+    """One SQLite store (the task logic is database-agnostic; the store tests cover PostgreSQL)."""
+    store = Store(settings_factory(database_url=sqlite_database_url), clock=clock, new_id=SequentialIds())
+    yield store
+    store.dispose()
+
+
+class Ticks:
+    """A fake monotonic clock advancing `step` seconds per reading."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def run(store, job_id, worker="w1", monotonic=None):
+    return run_job(store, job_id, worker_id=worker, lease_seconds=LEASE, monotonic=monotonic or Ticks(0.0))
+
+
+def model_arrays(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_celery_task_runs_a_job_to_success(store):
+    job = create_job(store, builtin="iris", epochs=4, batch_size=16, model={"hidden_layers": [{"units": 8}]},
+                     checkpoint={"every_epochs": 3, "keep_last": 5})
+    tasks.set_process_store(store)
+    try:
+        assert tasks.train_job.apply(args=[job.id]).get() == "succeeded"
+    finally:
+        tasks.set_process_store(None)
+
+    done = store.get_job(job.id)
+    assert (done.status, done.stop_reason, done.error, done.attempt) == ("succeeded", "completed", None, 1)
+    assert done.progress.epoch == 4 and done.finished_at is not None
+    history = store.history(job.id)
+    assert [row.epoch for row in history] == [1, 2, 3, 4]
+    assert all(row.train_loss > 0 and row.val_loss > 0 and 0 <= row.val_accuracy <= 1 for row in history)
+    assert done.latest_metrics == history[-1] and done.best_metrics == history[done.best_epoch - 1]
+    assert [c.epoch for c in store.list_checkpoints(job.id)] == [3, 4]  # every 3rd and the last
+
+    path, sha256 = store.model_file(job.id)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    model = load_model(path)
+    from worker.datasets import load_builtin
+
+    data = load_builtin("iris", 0)
+    assert model.predict(data.X).shape == (150,)
+    assert tasks.train_job.name == TRAIN_TASK
+
+
+def test_second_delivery_of_a_finished_job_does_nothing(store):
+    job = create_job(store, epochs=2)
+    assert run(store, job.id) == "succeeded"
+    before = (store.get_job(job.id), store.history(job.id))
+    assert run(store, job.id, worker="w2") == "skipped"
+    assert (store.get_job(job.id), store.history(job.id)) == before
+
+
+def test_delivery_while_another_worker_holds_the_job_is_skipped(store):
+    job = create_job(store, epochs=2)
+    store.claim_job(job.id, "other", LEASE)
+    assert run(store, job.id) == "skipped"
+    assert store.history(job.id) == [] and store.get_job(job.id).attempt == 1
+
+
+def test_early_stopping_is_visible_in_the_job(store):
+    job = create_job(store, builtin="iris", epochs=50,
+                     early_stopping={"monitor": "val_loss", "patience": 2, "min_delta": 10.0,
+                                     "restore_best_weights": True})
+    assert run(store, job.id) == "succeeded"
+    done = store.get_job(job.id)
+    # Keras semantics: only epoch 1 improves by min_delta (on infinity); two more epochs of patience
+    assert (done.stop_reason, done.best_epoch, done.progress.epoch) == ("early_stopped", 1, 3)
+    assert len(store.history(job.id)) == 3
+    store.model_file(job.id)  # a model was saved
+
+
+def test_cancel_acknowledged_at_an_epoch_end(store, monkeypatch):
+    job = create_job(store, epochs=10)
+    record = store.record_epoch
+
+    def record_then_cancel(job_id, worker_id, metrics, **kwargs):
+        if metrics.epoch == 3:
+            store.request_cancel(job_id)  # arrives just before epoch 3 is recorded
+        return record(job_id, worker_id, metrics, **kwargs)
+
+    monkeypatch.setattr(store, "record_epoch", record_then_cancel)
+    assert run(store, job.id) == "cancelled"
+    done = store.get_job(job.id)
+    assert (done.status, done.stop_reason, done.progress.epoch) == ("cancelled", "cancelled", 3)
+    assert store.list_checkpoints(job.id)  # kept
+    assert not store.model_path(job.id).exists()
+
+
+def test_cancel_between_batches_stops_inside_the_epoch(store, monkeypatch):
+    job = create_job(store, builtin="digits", epochs=10, batch_size=16)
+    record = store.record_epoch
+
+    def cancel_after_recording(job_id, worker_id, metrics, **kwargs):
+        ack = record(job_id, worker_id, metrics, **kwargs)
+        if metrics.epoch == 2:
+            store.request_cancel(job_id)  # seen by should_stop during epoch 3
+        return ack
+
+    monkeypatch.setattr(store, "record_epoch", cancel_after_recording)
+    assert run(store, job.id, monotonic=Ticks(0.1)) == "cancelled"
+    done = store.get_job(job.id)
+    assert done.status == "cancelled" and done.progress.epoch == 2  # the unfinished epoch 3 is not recorded
+    assert [row.epoch for row in store.history(job.id)] == [1, 2]
+
+
+def test_stop_policy_polls_at_most_every_quarter_second(store):
+    job = create_job(store)
+    ticks = Ticks(0.01)
+    policy = StopPolicy(store, job.id, None, ticks)
+    for _ in range(200):  # two seconds
+        assert policy() is None
+    assert 8 <= policy.polls <= 9
+
+
+def test_max_runtime_succeeds_with_the_model(store):
+    job = create_job(store, builtin="digits", epochs=100, max_runtime_seconds=5)
+    assert run(store, job.id, monotonic=Ticks(0.05)) == "succeeded"  # 100 readings of should_stop
+    done = store.get_job(job.id)
+    assert done.stop_reason == "max_runtime" and done.progress.epoch < 100
+    store.model_file(job.id)
+
+
+def test_divergence_fails_with_the_epoch(store):
+    job = create_job(store, builtin="sine", epochs=30, optimizer={"name": "sgd", "learning_rate": 10},
+                     model={"hidden_layers": [{"units": 64}, {"units": 64}]})
+    assert run(store, job.id) == "failed"
+    done = store.get_job(job.id)
+    assert done.stop_reason == "diverged"
+    assert done.error == f"training diverged at epoch {done.progress.epoch + 1}"
+    with pytest.raises(Exception):
+        store.model_file(job.id)
+
+
+def test_exceptions_end_the_job_failed_with_a_readable_message(store):
+    info = DatasetInfo(rows=4, features=2, task="classification", classes=[0, 1])
+    dataset = store.create_dataset(owner=None, name="gone", info=info,
+                                   arrays={"X": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1])})
+    spec = job_spec("xor")
+    spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"builtin": None, "id": dataset.id})})
+    job = store.create_job(owner=None, spec=spec, dataset_id=dataset.id)
+    store.dataset_path(dataset.id).unlink()
+    assert run(store, job.id) == "failed"
+    done = store.get_job(job.id)
+    assert done.status == "failed" and done.stop_reason == "error"
+    assert done.error.startswith("FileNotFoundError:") and dataset.id in done.error
+
+
+def test_lease_lost_mid_run_stops_quietly(store, make_other_store, clock, monkeypatch):
+    job = create_job(store, epochs=5)
+    other = make_other_store()
+    record = store.record_epoch
+
+    def stall_at_epoch_3(job_id, worker_id, metrics, **kwargs):
+        if metrics.epoch == 3:
+            clock.advance(LEASE + 1)  # this worker stalled; another delivery takes the job over
+            assert other.claim_job(job_id, "w2", LEASE).resume_epoch == 2
+        return record(job_id, worker_id, metrics, **kwargs)
+
+    monkeypatch.setattr(store, "record_epoch", stall_at_epoch_3)
+    assert run(store, job.id) == "lease_lost"
+    held = store.get_job(job.id)
+    assert held.status == "running" and held.attempt == 2 and held.progress.epoch == 2
+    assert [row.epoch for row in store.history(job.id)] == [1, 2]
+
+
+class Crash(BaseException):
+    """Stands in for the process dying: nothing in the task catches it."""
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(store, clock, monkeypatch):
+    options = dict(builtin="digits", epochs=6, batch_size=32, checkpoint={"every_epochs": 2},
+                   model={"hidden_layers": [{"units": 16, "dropout": 0.1}]})
+    straight = create_job(store, **options)
+    assert run(store, straight.id) == "succeeded"
+
+    job = create_job(store, **options)
+    record = store.record_epoch
+
+    def crash_at_epoch_5(job_id, worker_id, metrics, **kwargs):
+        if metrics.epoch == 5:
+            raise Crash
+        return record(job_id, worker_id, metrics, **kwargs)
+
+    monkeypatch.setattr(store, "record_epoch", crash_at_epoch_5)
+    with pytest.raises(Crash):
+        run(store, job.id)
+    monkeypatch.setattr(store, "record_epoch", record)
+    assert store.get_job(job.id).status == "running"
+    assert run(store, job.id, worker="w2") == "skipped"  # the dead worker's lease still holds
+    clock.advance(LEASE + 1)
+    assert run(store, job.id, worker="w3") == "succeeded"
+
+    done = store.get_job(job.id)
+    assert done.attempt == 2 and done.progress.epoch == 6
+    resumed_history, straight_history = store.history(job.id), store.history(straight.id)
+    assert [row.epoch for row in resumed_history] == list(range(1, 7))
+    for a, b in zip(resumed_history, straight_history):
+        assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
+    resumed, reference = model_arrays(store.model_file(job.id)[0]), model_arrays(store.model_file(straight.id)[0])
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key])
+
+
+def test_train_config_maps_every_section():
+    spec = job_spec(
+        "iris", epochs=7, batch_size=8, seed=5, l2=0.01, clip_norm=1.5,
+        dataset={"builtin": "iris", "validation_split": 0.3, "standardize": False},
+        model={"hidden_layers": [{"units": 4, "activation": "tanh", "dropout": 0.2, "batch_norm": True}],
+               "init": "xavier_normal"},
+        optimizer={"name": "adamw", "learning_rate": 0.01, "beta1": 0.8, "weight_decay": 0.05},
+        lr_schedule={"name": "step", "step_size": 3, "gamma": 0.5},
+        early_stopping={"monitor": "val_accuracy", "patience": 4, "restore_best_weights": True},
+    )
+    config = train_config(spec)
+    assert (config.epochs, config.batch_size, config.seed, config.l2, config.clip_norm) == (7, 8, 5, 0.01, 1.5)
+    assert (config.validation_split, config.standardize, config.dtype) == (0.3, False, "float32")
+    assert (config.loss, config.output_activation, config.init) == ("categorical_crossentropy", "softmax", "xavier_normal")
+    [layer] = config.hidden_layers
+    assert (layer.units, layer.activation, layer.dropout, layer.batch_norm) == (4, "tanh", 0.2, True)
+    assert (config.optimizer.name, config.optimizer.learning_rate, config.optimizer.beta1,
+            config.optimizer.weight_decay) == ("adamw", 0.01, 0.8, 0.05)
+    assert (config.lr_schedule.name, config.lr_schedule.step_size, config.lr_schedule.gamma) == ("step", 3, 0.5)
+    assert (config.early_stopping.monitor, config.early_stopping.patience,
+            config.early_stopping.restore_best_weights) == ("val_accuracy", 4, True)
+    assert train_config(job_spec("xor")).early_stopping is None
+
+
+def test_celery_app_configuration(tmp_path):
+    settings = Settings(_env_file=None, broker_url=f"sqla+sqlite:///{tmp_path / 'b' / 'broker.db'}", worker_concurrency=3)
+    conf = create_app(settings).conf
+    assert conf.broker_url == settings.broker_url
+    assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
+    assert conf.task_default_queue == TRAINING_QUEUE and conf.task_ignore_result is True
+    assert conf.broker_connection_retry_on_startup is True and conf.worker_concurrency == 3
+
+
+def test_module_app_registers_the_task():
+    from worker.app import app
+
+    assert TRAIN_TASK in app.tasks
+
+
+@pytest.fixture
+def make_other_store(sqlite_database_url, settings_factory, clock):
+    stores = []
+
+    def make():
+        other = Store(settings_factory(database_url=sqlite_database_url), clock=clock,
+                      new_id=lambda: f"{next(counter):032x}")
+        stores.append(other)
+        return other
+
+    counter = itertools.count(10_000)
+    yield make
+    for other in stores:
+        other.dispose()

@@ -1,0 +1,159 @@
+"""One job's run on a worker: claim → data → engine → per-epoch bookkeeping → model → outcome.
+
+Outcomes (status / stop_reason):
+- completed, early_stopped → succeeded, with the model file;
+- max_runtime (the spec's max_runtime_seconds, counted per attempt) → succeeded, with the model
+  as it was when time ran out, and its checkpoints;
+- cancelled (requested through the API) → cancelled, no model; the checkpoints stay;
+- diverged → failed, error "training diverged at epoch N", no model;
+- any exception → failed, stop_reason error, error "<ExceptionType>: <message>".
+A worker that lost its lease (another delivery took the job over) stops quietly, writing nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.specs import EpochMetrics, JobSpec
+from service.store import LeaseLost, Store
+from service.store.files import file_sha256
+from worker.datasets import load_dataset
+from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 0.25  # how often should_stop asks the database; cancel lands within a second
+MAX_ERROR_CHARS = 2000
+
+
+def train_config(spec: JobSpec) -> TrainConfig:
+    """The engine's configuration for a resolved job spec."""
+    if spec.loss is None or spec.model.output_activation is None:
+        raise ValueError("the job spec was not resolved against its dataset (loss/output_activation missing)")
+    optimizer = spec.optimizer.model_dump()
+    schedule = spec.lr_schedule.model_dump()
+    return TrainConfig(
+        hidden_layers=[LayerConfig(**layer.model_dump()) for layer in spec.model.hidden_layers],
+        output_activation=spec.model.output_activation,
+        loss=spec.loss,
+        init=spec.model.init,
+        optimizer=OptimizerConfig(**optimizer),  # each optimizer's own fields; the rest keep defaults
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        l2=spec.l2,
+        clip_norm=spec.clip_norm,
+        lr_schedule=ScheduleConfig(**schedule),
+        early_stopping=EarlyStoppingConfig(**spec.early_stopping.model_dump()) if spec.early_stopping else None,
+        validation_split=spec.dataset.validation_split,
+        standardize=spec.dataset.standardize,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    stop_reason: str
+    error: str | None = None
+    keeps_model: bool = False
+
+
+def outcome_of(stop_reason: str, stopped_epoch: int | None) -> Outcome:
+    if stop_reason in ("completed", "early_stopped", "max_runtime"):
+        return Outcome("succeeded", stop_reason, keeps_model=True)
+    if stop_reason == "cancelled":
+        return Outcome("cancelled", "cancelled")
+    if stop_reason == "diverged":
+        return Outcome("failed", "diverged", f"training diverged at epoch {stopped_epoch}")
+    return Outcome("failed", "error", f"training stopped for an unknown reason: {stop_reason}")
+
+
+def readable(error: BaseException) -> str:
+    message = f"{type(error).__name__}: {error}".strip().rstrip(":")
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class StopPolicy:
+    """should_stop for the engine: max runtime, and cancel requests polled at most every 0.25 s."""
+
+    def __init__(self, store: Store, job_id: str, max_runtime_seconds: float | None,
+                 monotonic: Callable[[], float], poll_seconds: float = CANCEL_POLL_SECONDS):
+        self._store, self._job_id, self._monotonic, self._poll = store, job_id, monotonic, poll_seconds
+        start = monotonic()
+        self._deadline = start + max_runtime_seconds if max_runtime_seconds else None
+        self._next_poll = start  # the first call asks at once
+        self.polls = 0
+
+    def __call__(self) -> str | None:
+        now = self._monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            return "max_runtime"
+        if now >= self._next_poll:
+            self._next_poll = now + self._poll
+            self.polls += 1
+            if self._store.cancel_requested(self._job_id):
+                return "cancelled"
+        return None
+
+
+def run_job(store: Store, job_id: str, *, worker_id: str, lease_seconds: float,
+            monotonic: Callable[[], float] = time.monotonic) -> str:
+    """Run the job if this worker can claim it; returns what happened ("skipped" or the status)."""
+    claim = store.claim_job(job_id, worker_id, lease_seconds)
+    if claim is None:
+        log.info("job %s: not claimable (taken, finished or cancelled); skipping", job_id)
+        return "skipped"
+    log.info("job %s: claimed by %s, attempt %d, resuming after epoch %d",
+             job_id, worker_id, claim.attempt, claim.resume_epoch)
+    try:
+        outcome, best_epoch, model = _train(store, claim, worker_id, lease_seconds, monotonic)
+        model_path = model_sha256 = None
+        if outcome.keeps_model:
+            model_path = store.model_path(job_id)
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(model_path)  # atomic: temp file, fsync, os.replace
+            model_sha256 = file_sha256(model_path)
+        store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
+                         error=outcome.error, best_epoch=best_epoch, model_path=model_path,
+                         model_sha256=model_sha256)
+        log.info("job %s: %s (%s)", job_id, outcome.status, outcome.stop_reason)
+        return outcome.status
+    except LeaseLost:
+        log.warning("job %s: lease lost to another delivery; stopping without writing", job_id)
+        return "lease_lost"
+    except Exception as error:  # noqa: BLE001 - any failure must end the job, never hang it
+        log.exception("job %s: training failed", job_id)
+        try:
+            store.finish_job(job_id, worker_id, status="failed", stop_reason="error", error=readable(error))
+        except LeaseLost:
+            return "lease_lost"
+        return "failed"
+
+
+def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic):
+    spec = claim.spec
+    config = train_config(spec)
+    data = load_dataset(claim.dataset_id, claim.dataset_path, spec.seed)
+    trainer = Trainer(config, data.X, data.y, X_val=data.X_val, y_val=data.y_val)
+    if claim.resume_checkpoint is not None:
+        trainer.load_checkpoint(claim.resume_checkpoint)
+        if trainer.epoch != claim.resume_epoch:
+            raise RuntimeError(f"checkpoint holds epoch {trainer.epoch}, the job's history ends at {claim.resume_epoch}")
+    every = spec.checkpoint.every_epochs
+
+    def on_epoch_end(end) -> str | None:
+        checkpoint = None
+        if end.epoch % every == 0 or end.epoch == config.epochs:
+            checkpoint = store.checkpoint_path(claim.job_id, end.epoch)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            end.trainer.save_checkpoint(checkpoint)
+        metrics = EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
+        ack = store.record_epoch(claim.job_id, worker_id, metrics, is_best=end.is_best,
+                                 checkpoint_path=checkpoint, lease_seconds=lease_seconds)
+        return "cancelled" if ack.cancel_requested else None
+
+    should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic)
+    result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
+    return outcome_of(result.stop_reason, result.stopped_epoch), result.best_epoch, trainer.model
