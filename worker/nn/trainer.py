@@ -185,7 +185,8 @@ class Trainer:
                 break
             metrics = self._epoch_metrics(outcome, lr, eval_ws, val_P)
             metrics["seconds"] = self.clock() - started
-            if not _finite(metrics["train_loss"]) or not _finite(metrics["val_loss"]):
+            if not (_finite(metrics["train_loss"]) and _finite(metrics["val_loss"]) and self._weights_finite()):
+                # the epoch's last updates can overflow weights after its losses were measured
                 saved.restore(self.rng, self.optimizer)
                 stop_reason, stopped_epoch = "diverged", epoch
                 break
@@ -218,6 +219,9 @@ class Trainer:
             best_metrics=dict(self.history[best_epoch - 1]) if best_epoch else None,
             history=[dict(h) for h in self.history],
         )
+
+    def _weights_finite(self) -> bool:
+        return all(np.isfinite(a).all() for a in self.network.state_arrays().values())
 
     def _train_epoch(self, ws, grads, lr, should_stop):
         """One pass over the shuffled training rows; (loss sum, correct) or a stop reason."""
