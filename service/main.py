@@ -7,6 +7,7 @@ environment when the server starts; tests pass a Settings, a Store and an Enqueu
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_settings = settings or get_settings()
+        _make_embedded_broker_folder(app_settings.broker_url)
         app.state.settings = app_settings
         app.state.store = store or Store(app_settings)
         app.state.enqueuer = enqueuer or Enqueuer(celery_client(app_settings))
@@ -43,3 +45,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     install_error_handlers(app)
     app.include_router(api_router)
     return app
+
+
+def _make_embedded_broker_folder(broker_url: str) -> None:
+    # the embedded broker's SQLite file lives in ./data by default, which may not exist yet
+    if broker_url.startswith("sqla+sqlite:///"):
+        Path(broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
