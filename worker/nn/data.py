@@ -98,7 +98,7 @@ def encode_targets(y, loss: str, classes: list | None, dtype, name: str = "y") -
     labels = np.searchsorted(known, y)
     found = known[np.minimum(labels, len(known) - 1)] == y
     if not found.all():
-        raise ValueError(f"{name}: label {y[~found][0]!r} is not one of the classes {known.tolist()[:10]}")
+        raise ValueError(f"{name}: label {y[~found][0].item()!r} is not one of the classes {known.tolist()[:10]}")
     labels = labels.astype(np.intp)
     if loss == "binary_crossentropy":
         return Targets(labels.astype(dtype).reshape(-1, 1), labels)
