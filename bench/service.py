@@ -1,0 +1,162 @@
+"""Service benchmark: `python -m bench.service [--backend redis_postgres|embedded|both]`.
+
+Starts the API and 2 workers (real processes) and measures, with a bounded number of requests:
+  - POST /v1/jobs latency at 20 concurrent clients (target p99 < 50 ms)
+  - GET /v1/jobs/{id} latency at 20 concurrent clients (target p99 < 20 ms)
+  - submit-to-running latency, from the job's own timestamps (target p50 < 100 ms Redis, < 1.5 s embedded)
+  - per-epoch bookkeeping for a 100k-parameter model: checkpoint write + the epoch transaction (< 5 ms)
+  - reading a 10,000-epoch history over HTTP (target < 100 ms)
+Each line prints the median/p99 and its ratio to the target (ratio < 1 meets it).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.stack import fresh_redis, postgres_database, running_stack, wait_for_job
+
+CLIENTS = 20
+POSTS = 400
+GETS = 2000
+STARTS = 15
+HISTORY_EPOCHS = 10_000
+TINY_JOB = {"dataset": {"builtin": "xor"}, "epochs": 1, "batch_size": 4, "tags": ["bench"],
+            "checkpoint": {"every_epochs": 1, "keep_last": 1, "keep_best": False}}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def report(label: str, values_s: list[float], target_ms: float, stat: str = "p99") -> None:
+    ms = [v * 1000 for v in values_s]
+    p50, p99 = percentile(ms, 50), percentile(ms, 99)
+    measured = p99 if stat == "p99" else p50
+    print(f"{label:<34} n={len(ms):<5} p50={p50:8.2f} ms  p99={p99:8.2f} ms  "
+          f"{stat}/target={measured / target_ms:5.2f}  (target {stat} < {target_ms:g} ms)")
+
+
+def timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def concurrent_latencies(url: str, make_call, count: int) -> list[float]:
+    clients = [httpx.Client(base_url=url, timeout=30) for _ in range(CLIENTS)]
+    try:
+        def run(i: int) -> float:
+            return timed(lambda: make_call(clients[i % CLIENTS]))
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            return list(pool.map(run, range(count)))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def bench_http(stack, backend: str, start_target_ms: float) -> None:
+    url = stack.url
+    client = httpx.Client(base_url=url, timeout=30)
+    posted: list[str] = []
+
+    def post(http: httpx.Client) -> None:
+        response = http.post("/v1/jobs", json=TINY_JOB)
+        response.raise_for_status()
+        posted.append(response.json()["id"])
+
+    for _ in range(20):  # warm up connections and caches
+        post(client)
+    report(f"[{backend}] POST /v1/jobs", concurrent_latencies(url, post, POSTS), 50)
+
+    job_id = posted[0]
+    report(f"[{backend}] GET /v1/jobs/{{id}}",
+           concurrent_latencies(url, lambda http: http.get(f"/v1/jobs/{job_id}").raise_for_status(), GETS), 20)
+
+    for job in posted:  # drain the queue before measuring start latency
+        wait_for_job(client, job, ("succeeded", "failed", "cancelled"), timeout=600)
+    starts = []
+    for _ in range(STARTS):
+        job = client.post("/v1/jobs", json=TINY_JOB).json()
+        job = wait_for_job(client, job["id"], ("succeeded", "failed", "cancelled"), timeout=60)
+        started = datetime.fromisoformat(job["started_at"])
+        created = datetime.fromisoformat(job["created_at"])
+        starts.append((started - created).total_seconds())
+    report(f"[{backend}] submit-to-running", starts, start_target_ms, stat="p50")
+    client.close()
+
+
+def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> None:
+    """Epoch bookkeeping (checkpoint file + epoch transaction) and a 10,000-epoch history read."""
+    from service.config import Settings
+    from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, resolve_spec
+    from service.store import Store
+    from service.store.migrations import upgrade
+    from worker.nn import TrainConfig, LayerConfig, Trainer
+
+    settings = Settings(database_url=database_url, artifact_dir=workdir / "artifacts")
+    upgrade(settings)
+    store = Store(settings)
+    info = BUILTIN_DATASETS["digits"]
+    # 64 -> 768 -> 64 -> 10 is ~100k parameters
+    spec = resolve_spec(JobSpec.model_validate({
+        "dataset": {"builtin": "digits"}, "epochs": HISTORY_EPOCHS,
+        "model": {"hidden_layers": [{"units": 768}, {"units": 64}]},
+        "checkpoint": {"every_epochs": 1, "keep_last": 2, "keep_best": True}}), info)
+    job = store.create_job(owner=None, spec=spec, dataset_id="builtin:digits")
+    claimed = store.claim_job(job.id, "bench", 60)
+    rng = np.random.default_rng(0)
+    trainer = Trainer(TrainConfig(hidden_layers=[LayerConfig(768), LayerConfig(64)], epochs=HISTORY_EPOCHS),
+                      rng.standard_normal((256, 64), dtype=np.float32), rng.integers(0, 10, 256))
+    params = sum(value.size for value in trainer.model.parameters().values()) if hasattr(trainer.model, "parameters") else None
+    durations = []
+    for epoch in range(1, HISTORY_EPOCHS + 1):
+        metrics = EpochMetrics(epoch=epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, train_accuracy=0.5,
+                               val_accuracy=0.5, lr=0.001, seconds=0.01)
+        if epoch <= 200:
+            path = store.checkpoint_path(job.id, epoch)
+            start = time.perf_counter()
+            trainer.save_checkpoint(path)
+            store.record_epoch(job.id, "bench", metrics, is_best=True, checkpoint_path=path, lease_seconds=60)
+            durations.append(time.perf_counter() - start)
+        else:
+            store.record_epoch(job.id, "bench", metrics, is_best=False, lease_seconds=60)
+    label = f"epoch bookkeeping ({params or '~100k'} params)"
+    report(label, durations, 5, stat="p50")
+    assert claimed is not None
+    return job.id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["redis_postgres", "embedded", "both"], default="both")
+    args = parser.parse_args()
+    backends = ["redis_postgres", "embedded"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as resources:
+            workdir = Path(tmp)
+            if backend == "embedded":
+                database_url = f"sqlite:///{workdir}/backprop.db"
+                broker_url = f"sqla+sqlite:///{workdir}/broker.db"
+            else:
+                database_url = resources.enter_context(postgres_database())
+                broker_url = fresh_redis()
+            stack = resources.enter_context(running_stack(workdir, database_url, broker_url, workers=2))
+            bench_http(stack, backend, 100 if backend == "redis_postgres" else 1500)
+            job_id = bench_bookkeeping_and_history(database_url, workdir)
+            with httpx.Client(base_url=stack.url, timeout=30) as client:
+                client.get(f"/v1/jobs/{job_id}/history").raise_for_status()
+                reads = [timed(lambda: client.get(f"/v1/jobs/{job_id}/history").raise_for_status()) for _ in range(15)]
+            report(f"[{backend}] GET history ({HISTORY_EPOCHS} epochs)", reads, 100, stat="p50")
+
+
+if __name__ == "__main__":
+    main()
