@@ -237,13 +237,23 @@ class Store:
         return JobPage(items=items, next_cursor=next_cursor)
 
     def history(self, job_id: str, owner: str | None = None) -> list[EpochMetrics]:
+        fields, rows = self.history_rows(job_id, owner)
+        return [EpochMetrics.model_construct(**dict(zip(fields, row))) for row in rows]
+
+    def history_rows(self, job_id: str, owner: str | None = None) -> tuple[tuple[str, ...], list[tuple]]:
+        """The history as (field names, plain tuples in epoch order): the fast path for long
+        histories (CSV, hand-built JSON), skipping one Pydantic object per epoch."""
         columns = [getattr(EpochMetricsRow, name) for name in _METRIC_FIELDS]
         with self.session_scope() as session:
-            self._job_row(session, job_id, owner)
+            exists_for_owner = select(JobRow.id).where(JobRow.id == job_id)
+            if owner is not None:
+                exists_for_owner = exists_for_owner.where(JobRow.owner == owner)
+            if session.scalar(exists_for_owner) is None:
+                raise NotFound("job", job_id)
             rows = session.execute(
                 select(*columns).where(EpochMetricsRow.job_id == job_id).order_by(EpochMetricsRow.epoch)
             ).all()
-        return [EpochMetrics.model_construct(**dict(zip(_METRIC_FIELDS, row))) for row in rows]
+        return _METRIC_FIELDS, [tuple(row) for row in rows]
 
     def request_cancel(self, job_id: str, owner: str | None = None) -> JobPublic:
         """queued → cancelled at once; running → cancel_requested (the worker stops); terminal → unchanged."""
@@ -390,11 +400,12 @@ class Store:
             if is_best:
                 job_values.update(best_epoch=metrics.epoch, best_metrics=values,
                                   best_val_loss=values["val_loss"], best_val_accuracy=values["val_accuracy"])
-            held = session.execute(
+            cancel = session.execute(
                 update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == worker_id, JobRow.status == "running")
-                .values(**job_values).execution_options(synchronize_session=False)
-            ).rowcount
-            if not held:
+                .values(**job_values).returning(JobRow.cancel_requested)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+            if cancel is None:
                 raise LeaseLost(f"job {job_id} is no longer held by {worker_id}")
             session.add(EpochMetricsRow(job_id=job_id, is_best=is_best, created_at=now, **values))
             pruned: list[Path] = []
@@ -404,7 +415,6 @@ class Store:
                                           sha256=sha256, is_best=is_best, created_at=now))
                 session.flush()
                 pruned = self._prune_checkpoints(session, job_id)
-            cancel = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id))
         for path in pruned:
             path.unlink(missing_ok=True)
         return EpochAck(cancel_requested=bool(cancel), pruned=pruned)

@@ -242,3 +242,14 @@ def test_model_file_after_success(store, tmp_path):
 
 def test_ping(store):
     store.ping()
+
+
+def test_history_rows_match_history(store):
+    job = create_job(store)
+    store.claim_job(job.id, "w", LEASE)
+    run_epochs(store, job.id, "w", [1, 2])
+    fields, rows = store.history_rows(job.id)
+    assert fields[0] == "epoch" and len(rows) == 2
+    assert [EpochMetrics(**dict(zip(fields, row))) for row in rows] == store.history(job.id)
+    with pytest.raises(NotFound):
+        store.history_rows(job.id, owner="nobody")
