@@ -64,6 +64,8 @@ class Network:
                 self.params[f"layers.{i}.bn_beta"] = np.zeros(layer.units, self.dtype)
                 self.buffers[f"layers.{i}.bn_mean"] = np.zeros(layer.units, self.dtype)
                 self.buffers[f"layers.{i}.bn_var"] = np.ones(layer.units, self.dtype)
+        # keys formatted once: the hot loop looks them up every batch
+        self._dense_keys = [(weight_key(i), f"layers.{i}.bias") for i in range(len(layers))]
 
     def __repr__(self):
         shape = "-".join(str(n) for n in [self.n_inputs] + [la.units for la in self.layers])
@@ -104,8 +106,9 @@ class Network:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             Z = b.Z[i]
-            np.matmul(a, params[weight_key(i)], out=Z)
-            Z += params[f"layers.{i}.bias"]
+            w_key, b_key = self._dense_keys[i]
+            np.matmul(a, params[w_key], out=Z)
+            Z += params[b_key]
             if i == last:
                 return self.loss.forward(Z, T, b.P)
             A = b.A[i]
@@ -171,10 +174,11 @@ class Network:
                 if layer.batch_norm:
                     self._batch_norm_backward(i, b, dZ, grads)
             a_in = x if i == 0 else (b.D[i - 1] if b.dropped[i - 1] else b.A[i - 1])
-            np.matmul(a_in.T, dZ, out=grads[weight_key(i)])
-            np.sum(dZ, axis=0, out=grads[f"layers.{i}.bias"])
+            w_key, b_key = self._dense_keys[i]
+            np.matmul(a_in.T, dZ, out=grads[w_key])
+            np.sum(dZ, axis=0, out=grads[b_key])
             if i > 0:
-                np.matmul(dZ, params[weight_key(i)].T, out=b.delta[i - 1])
+                np.matmul(dZ, params[w_key].T, out=b.delta[i - 1])
 
     def _batch_norm_backward(self, i, b, dY, grads):
         gamma = self.params[f"layers.{i}.bn_gamma"]
