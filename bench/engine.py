@@ -170,6 +170,17 @@ def main():
                   f"budget beyond dataset {budget / 2**20:.1f} MiB)")
             import resource
             print(f"process max RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+            # the checkpoint's own cost, timed alone: steadier than two noisy epoch medians
+            trainer = epochs["engine"].trainer
+            path = os.path.join(tmp, "alone.npz")
+            writes = []
+            for _ in range(REPS):
+                t = time.perf_counter()
+                trainer.save_checkpoint(path)
+                writes.append(time.perf_counter() - t)
+            write = statistics.median(writes)
+            print(f"checkpoint write alone: {write * 1e3:.1f} ms (median of {REPS}, "
+                  f"{os.path.getsize(path) / 2**20:.2f} MiB) = {100 * write / medians['engine']:.1f}% of an engine epoch")
             for other in ("engine+checkpoint", "sklearn", "torch"):
                 if other in medians:
                     label = "checkpoint/engine" if other == "engine+checkpoint" else f"engine/{other}"

@@ -344,8 +344,6 @@ def _check_config(config) -> None:
         raise ValueError("epochs: must be >= 0")
     if config.batch_size < 1:
         raise ValueError("batch_size: must be at least 1")
-    if not config.hidden_layers and config.hidden_layers != []:
-        raise ValueError("hidden_layers: must be a list")
     if config.l2 < 0:
         raise ValueError("l2: must be >= 0")
     if config.clip_norm is not None and not config.clip_norm > 0:
