@@ -20,9 +20,9 @@ class SoftmaxCrossEntropy:
     output_activation = "softmax"
 
     def forward(self, Z, T, P):
-        Z -= Z.max(axis=1, keepdims=True)  # Z now holds shifted logits
+        Z -= np.maximum.reduce(Z, axis=1, keepdims=True)  # Z now holds shifted logits
         np.exp(Z, out=P)
-        sums = P.sum(axis=1)
+        sums = np.add.reduce(P, axis=1)
         P /= sums[:, None]
         # -sum_k t_k log p_k = log(sum exp z) - sum_k t_k z_k   (rows of T sum to 1)
         return float(np.log(sums).sum() - np.vdot(T, Z))
