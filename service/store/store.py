@@ -445,6 +445,20 @@ class Store:
             policy = self._checkpoint_policy[job_id] = (spec.checkpoint.keep_last, spec.checkpoint.keep_best)
         return policy
 
+    def dispatchable_jobs(self, *, queued_before: datetime, limit: int = 100) -> list[str]:
+        """Ids a reconciler should (re-)enqueue: queued since before `queued_before` (the message may
+        be lost) and running with an expired lease (the worker died). Claims stay the only guard:
+        enqueuing a job twice is harmless."""
+        now = self._now()
+        query = (
+            select(JobRow.id)
+            .where(or_(and_(JobRow.status == "queued", JobRow.created_at < queued_before),
+                       and_(JobRow.status == "running", JobRow.lease_expires_at < now)))
+            .order_by(JobRow.created_at, JobRow.id).limit(limit)
+        )
+        with self.session_scope() as session:
+            return list(session.scalars(query))
+
     def cancel_requested(self, job_id: str) -> bool:
         with self.session_scope() as session:
             value = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id))

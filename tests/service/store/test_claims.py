@@ -145,3 +145,18 @@ def test_concurrent_claims_have_one_winner(make_store):
         winners = [i for i, claim in results.items() if claim is not None]
         assert len(results) == len(stores) and len(winners) == 1
         assert stores[0].get_job(job.id).attempt == 1
+
+
+def test_dispatchable_jobs_are_old_queued_and_expired_running(store, clock):
+    old_queued = create_job(store)
+    running = create_job(store)
+    store.claim_job(running.id, "w1", LEASE)
+    done = create_job(store)
+    store.claim_job(done.id, "w1", LEASE)
+    store.finish_job(done.id, "w1", status="succeeded", stop_reason="completed")
+    cutoff = clock.now
+    create_job(store)  # too recent to be considered lost
+    assert store.dispatchable_jobs(queued_before=cutoff) == [old_queued.id]
+    clock.advance(LEASE + 1)
+    assert store.dispatchable_jobs(queued_before=cutoff) == [old_queued.id, running.id]
+    assert store.dispatchable_jobs(queued_before=cutoff, limit=1) == [old_queued.id]
