@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import and_, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
@@ -344,8 +345,15 @@ class Store:
 
             dataset_path = None
             if not row.dataset_id.startswith(BUILTIN_PREFIX):
-                dataset_path = self.artifact_dir / self._dataset_row(session, row.dataset_id, None).path
-            spec = JobSpec.model_validate(row.spec)
+                dataset = session.get(DatasetRow, row.dataset_id)
+                # a missing row/file fails the job in the worker, with the reason, rather than here
+                dataset_path = self.artifact_dir / dataset.path if dataset else self.dataset_path(row.dataset_id)
+            try:
+                spec = JobSpec.model_validate(row.spec)
+            except ValidationError as error:  # e.g. caps tightened since the job was accepted
+                row.status, row.stop_reason, row.finished_at, row.lease_expires_at = "failed", "error", now, None
+                row.error = f"the stored job spec is no longer valid: {error}"
+                return None
             self._checkpoint_policy[job_id] = (spec.checkpoint.keep_last, spec.checkpoint.keep_best)
             return ClaimedJob(
                 job_id=job_id, spec=spec, dataset_id=row.dataset_id, dataset_path=dataset_path,

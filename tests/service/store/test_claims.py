@@ -160,3 +160,18 @@ def test_dispatchable_jobs_are_old_queued_and_expired_running(store, clock):
     clock.advance(LEASE + 1)
     assert store.dispatchable_jobs(queued_before=cutoff) == [old_queued.id, running.id]
     assert store.dispatchable_jobs(queued_before=cutoff, limit=1) == [old_queued.id]
+
+
+def test_job_with_an_invalid_stored_spec_fails_at_claim(store):
+    from sqlalchemy import update
+
+    from service.store.models import JobRow
+
+    job = create_job(store)
+    with store.session_scope(write=True) as session:
+        session.execute(update(JobRow).where(JobRow.id == job.id).values(spec={"dataset": {}}))
+    assert store.claim_job(job.id, "w1", LEASE) is None
+    with store.session_scope() as session:  # JobPublic needs a valid spec: read the row
+        row = session.get(JobRow, job.id)
+        assert (row.status, row.stop_reason) == ("failed", "error")
+        assert row.error.startswith("the stored job spec is no longer valid") and "dataset" in row.error
