@@ -290,3 +290,28 @@ def make_other_store(sqlite_database_url, settings_factory, clock):
     yield make
     for other in stores:
         other.dispose()
+
+
+def test_forked_worker_processes_build_their_own_store(store):
+    """Celery's prefork children must not reuse the parent's pooled connections."""
+    import multiprocessing
+
+    from celery.signals import worker_process_init
+
+    tasks.set_process_store(store)
+    store.ping()  # the parent now holds a pooled connection
+    try:
+        context = multiprocessing.get_context("fork")
+        answers = context.Queue()
+
+        def child():
+            worker_process_init.send(sender=None)  # what Celery sends in each new child
+            answers.put(tasks._store is None)
+
+        process = context.Process(target=child)
+        process.start()
+        process.join(30)
+        assert answers.get(timeout=5) is True
+        assert tasks.process_store() is store  # the parent keeps its own
+    finally:
+        tasks.set_process_store(None)
