@@ -13,7 +13,7 @@ from service.queue import TRAIN_TASK, Enqueuer, celery_client
 from service.specs import EpochMetrics
 from tests.utils.api import job_body
 from tests.utils.factories import epoch_metrics
-from tests.utils.uploads import classification_arrays, regression_arrays
+from tests.utils.uploads import regression_arrays
 
 WORKER = "test-worker"
 
