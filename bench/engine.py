@@ -3,8 +3,9 @@
 Workload (../shared/bench/anchors.py): 60,000 x 784 float32 inputs, 10 classes, MLP
 784-256-128-10 ReLU, softmax cross-entropy, plain SGD lr 0.05, batch 128, one epoch, 2 BLAS
 threads. Contenders: the anchor's lean hand-written NumPy loop (copied below), the engine, the
-engine writing a checkpoint after every epoch, scikit-learn's MLPClassifier, and PyTorch CPU when
-installed. Repetitions are interleaved (round robin) so machine noise hits every contender alike.
+engine writing a checkpoint after every epoch, scikit-learn's MLPClassifier, PyTorch CPU when
+installed, and as a floor the epoch's matrix products alone. Repetitions are interleaved
+(round robin) so machine noise hits every contender alike.
 Prints seconds per epoch (median of REPS, default 5) and, last, `engine/lean <ratio>`.
 
 Run: python -m bench.engine        (REPS=5; CONTENDERS=lean,engine,... to pick)
@@ -90,6 +91,24 @@ def engine(X, y, checkpoint_dir=None):
     return epoch
 
 
+def gemm_only(X, y):
+    """Only the eight matrix products of each batch (forward, weight and input gradients), into
+    preallocated buffers: a floor for any NumPy implementation of this epoch, not a contender."""
+    r = np.random.default_rng(2)
+    x = np.ascontiguousarray(X[:B])
+    W1, W2, W3 = (r.standard_normal(s, dtype=np.float32) for s in ((D, H1), (H1, H2), (H2, C)))
+    h1, h2, z = np.empty((B, H1), np.float32), np.empty((B, H2), np.float32), np.empty((B, C), np.float32)
+    g1, g2 = np.empty_like(h1), np.empty_like(h2)
+    gW1, gW2, gW3 = np.empty_like(W1), np.empty_like(W2), np.empty_like(W3)
+
+    def epoch():
+        for _ in range(0, N, B):
+            np.matmul(x, W1, out=h1); np.matmul(h1, W2, out=h2); np.matmul(h2, W3, out=z)
+            np.matmul(h2.T, z, out=gW3); np.matmul(z, W3.T, out=g2); np.matmul(h1.T, g2, out=gW2)
+            np.matmul(g2, W2.T, out=g1); np.matmul(x.T, g1, out=gW1)
+    return epoch
+
+
 def sklearn_mlp(X, y):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
@@ -136,7 +155,7 @@ def engine_peak_memory(X, y) -> tuple[int, int]:
 
 def main():
     from threadpoolctl import threadpool_info, threadpool_limits
-    names = os.environ.get("CONTENDERS", "lean,engine,engine+checkpoint,sklearn,torch").split(",")
+    names = os.environ.get("CONTENDERS", "lean,engine,engine+checkpoint,sklearn,torch,gemm-only").split(",")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -148,7 +167,7 @@ def main():
         print("blas:", [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpool_info()])
         makers = {"lean": lambda: lean_numpy(X, y), "engine": lambda: engine(X, y),
                   "engine+checkpoint": lambda: engine(X, y, tmp), "sklearn": lambda: sklearn_mlp(X, y),
-                  "torch": lambda: torch_cpu(X, y)}
+                  "torch": lambda: torch_cpu(X, y), "gemm-only": lambda: gemm_only(X, y)}
         epochs = {name: makers[name]() for name in names}
         times = {name: [] for name in names}
         cpu = {name: [] for name in names}  # CPU seconds of this process: less hurt by neighbours
@@ -184,7 +203,7 @@ def main():
             write = statistics.median(writes)
             print(f"checkpoint write alone: {write * 1e3:.1f} ms (median of {REPS}, "
                   f"{os.path.getsize(path) / 2**20:.2f} MiB) = {100 * write / medians['engine']:.1f}% of an engine epoch")
-            for other in ("engine+checkpoint", "sklearn", "torch"):
+            for other in ("engine+checkpoint", "sklearn", "torch", "gemm-only"):
                 if other in medians:
                     label = "checkpoint/engine" if other == "engine+checkpoint" else f"engine/{other}"
                     ratio = medians[other] / medians["engine"] if other == "engine+checkpoint" \
