@@ -127,7 +127,9 @@ def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
 @router.get(
     "/{job_id}/model",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model .npz"},
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model .npz",
+                     "headers": {"X-Model-SHA256": {"description": "hex sha256 of the file",
+                                                    "schema": {"type": "string"}}}},
                **NOT_FOUND, 409: {"description": "the job has no model (yet)"}},
 )
 def download_model(job_id: str, store: StoreDep, owner: OwnerDep, request: Request) -> Response:
