@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 
 from service.config import Settings, get_settings
-from service.queue import TRAINING_QUEUE
 
 log = logging.getLogger("backprop")
 
@@ -94,7 +93,7 @@ def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel:
         extra = extra[1:]
     return [
         sys.executable, "-m", "celery", "-A", WORKER_APP, "worker",
-        "-Q", TRAINING_QUEUE, "--prefetch-multiplier", "1",
+        "-Q", settings.training_queue, "--prefetch-multiplier", "1",
         "--concurrency", str(concurrency or settings.worker_concurrency),
         "--loglevel", loglevel, "--hostname", f"backprop-{os.getpid()}@%h",
         *extra,

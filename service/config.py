@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     artifact_dir: Path = Field(Path("./data/artifacts"), description="where datasets, checkpoints and models are written")
     host: str = Field("127.0.0.1", description="API bind address")
     port: int = Field(8000, ge=1, le=65535, description="API bind port")
+    training_queue: str = Field("training", min_length=1, max_length=100,
+                                description="broker queue the API sends to and workers consume")
     lease_seconds: float = Field(60.0, gt=0, description="a running job's lease; renewed every epoch")
     max_attempts: int = Field(3, ge=1, description="deliveries of a job before it ends failed")
     worker_concurrency: int = Field(1, ge=1, description="training processes per `backprop worker`")

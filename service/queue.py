@@ -6,13 +6,13 @@ from celery import Celery
 from service.config import Settings
 
 TRAIN_TASK = "backprop.train_job"  # worker.tasks registers its task under this name
-TRAINING_QUEUE = "training"
+TRAINING_QUEUE = "training"  # the default of Settings.training_queue
 
 
 def celery_client(settings: Settings) -> Celery:
     """A Celery app used only to publish; the worker builds its own in worker/app.py."""
     client = Celery("backprop-api", broker=settings.broker_url, set_as_current=False)
-    client.conf.update(task_default_queue=TRAINING_QUEUE, broker_connection_retry_on_startup=True)
+    client.conf.update(task_default_queue=settings.training_queue, broker_connection_retry_on_startup=True)
     return client
 
 
@@ -21,9 +21,10 @@ class Enqueuer:
 
     def __init__(self, client: Celery):
         self._client = client
+        self.queue: str = client.conf.task_default_queue
 
     def enqueue(self, job_id: str) -> None:
-        self._client.send_task(TRAIN_TASK, args=[job_id], task_id=job_id, queue=TRAINING_QUEUE)
+        self._client.send_task(TRAIN_TASK, args=[job_id], task_id=job_id, queue=self.queue)
 
     def ping(self, timeout: float = 2.0) -> None:
         """Reach the broker and declare the training queue, as a publish would; raise if unreachable.
@@ -33,7 +34,7 @@ class Enqueuer:
         """
         with self._client.connection_for_write(connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
-            connection.default_channel.queue_declare(queue=TRAINING_QUEUE, durable=True, auto_delete=False)
+            connection.default_channel.queue_declare(queue=self.queue, durable=True, auto_delete=False)
 
     def close(self) -> None:
         self._client.close()

@@ -13,14 +13,13 @@ from celery import Celery
 from celery.signals import worker_init
 
 from service.config import Settings, get_settings
-from service.queue import TRAINING_QUEUE
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return dict(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
-        task_default_queue=TRAINING_QUEUE,
+        task_default_queue=settings.training_queue,
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,  # outcomes live in the database
