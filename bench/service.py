@@ -73,13 +73,23 @@ def bench_http(stack, backend: str, start_target_ms: float) -> None:
         response.raise_for_status()
         posted.append(response.json()["id"])
 
+    def get(http: httpx.Client) -> None:
+        http.get(f"/v1/jobs/{posted[0]}").raise_for_status()
+
     for _ in range(20):  # warm up connections and caches
         post(client)
-    report(f"[{backend}] POST /v1/jobs", concurrent_latencies(url, post, POSTS), 50)
-
-    job_id = posted[0]
-    report(f"[{backend}] GET /v1/jobs/{{id}}",
-           concurrent_latencies(url, lambda http: http.get(f"/v1/jobs/{job_id}").raise_for_status(), GETS), 20)
+    # one client alone: the service time of a request
+    report(f"[{backend}] POST /v1/jobs, 1 client", [timed(lambda: post(client)) for _ in range(100)], 50)
+    report(f"[{backend}] GET /v1/jobs/{{id}}, 1 client", [timed(lambda: get(client)) for _ in range(300)], 20)
+    # 20 clients sending back to back: latency at saturation
+    start = time.perf_counter()
+    latencies = concurrent_latencies(url, post, POSTS)
+    report(f"[{backend}] POST /v1/jobs, {CLIENTS} clients", latencies, 50)
+    print(f"{'':<34} throughput {POSTS / (time.perf_counter() - start):.0f} req/s")
+    start = time.perf_counter()
+    latencies = concurrent_latencies(url, get, GETS)
+    report(f"[{backend}] GET /v1/jobs/{{id}}, {CLIENTS} clients", latencies, 20)
+    print(f"{'':<34} throughput {GETS / (time.perf_counter() - start):.0f} req/s")
 
     for job in posted:  # drain the queue before measuring start latency
         wait_for_job(client, job, ("succeeded", "failed", "cancelled"), timeout=600)
@@ -94,12 +104,11 @@ def bench_http(stack, backend: str, start_target_ms: float) -> None:
     client.close()
 
 
-def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> None:
+def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> str:
     """Epoch bookkeeping (checkpoint file + epoch transaction) and a 10,000-epoch history read."""
     from service.config import Settings
-    from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, resolve_spec
-    from service.store import Store
-    from service.store.migrations import upgrade
+    from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, parameter_count, resolve_spec
+    from service.store import Store, upgrade
     from worker.nn import TrainConfig, LayerConfig, Trainer
 
     settings = Settings(database_url=database_url, artifact_dir=workdir / "artifacts")
@@ -116,22 +125,24 @@ def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> None:
     rng = np.random.default_rng(0)
     trainer = Trainer(TrainConfig(hidden_layers=[LayerConfig(768), LayerConfig(64)], epochs=HISTORY_EPOCHS),
                       rng.standard_normal((256, 64), dtype=np.float32), rng.integers(0, 10, 256))
-    params = sum(value.size for value in trainer.model.parameters().values()) if hasattr(trainer.model, "parameters") else None
+    params = parameter_count(spec, info)
     durations = []
     for epoch in range(1, HISTORY_EPOCHS + 1):
         metrics = EpochMetrics(epoch=epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, train_accuracy=0.5,
                                val_accuracy=0.5, lr=0.001, seconds=0.01)
         if epoch <= 200:
             path = store.checkpoint_path(job.id, epoch)
+            path.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             trainer.save_checkpoint(path)
             store.record_epoch(job.id, "bench", metrics, is_best=True, checkpoint_path=path, lease_seconds=60)
             durations.append(time.perf_counter() - start)
         else:
             store.record_epoch(job.id, "bench", metrics, is_best=False, lease_seconds=60)
-    label = f"epoch bookkeeping ({params or '~100k'} params)"
+    label = f"epoch bookkeeping ({params:,} params)"
     report(label, durations, 5, stat="p50")
-    assert claimed is not None
+    if claimed is None:
+        raise RuntimeError("the benchmark job could not be claimed")
     return job.id
 
 
