@@ -5,6 +5,7 @@ Shared by the end-to-end tests and the service benchmarks."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,6 +68,63 @@ def fresh_redis() -> str:
     return REDIS_URL
 
 
+class RedisServer:
+    """A private redis-server on a free port (no persistence), which tests may restart empty."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise ServiceUnavailable("redis-server is not installed")
+        log = open(self._workdir / f"redis-{self.port}.log", "ab")
+        self._proc = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", str(self._workdir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self._proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceUnavailable(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL): everything it held is gone."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def private_redis(workdir: Path) -> Iterator[RedisServer]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @dataclass
 class Stack:
     url: str
@@ -109,7 +167,9 @@ class Stack:
 
 
 @contextmanager
-def running_stack(workdir: Path, database_url: str, broker_url: str, workers: int = 1) -> Iterator[Stack]:
+def running_stack(workdir: Path, database_url: str, broker_url: str, workers: int = 1,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """`extra_env` overrides settings of every process (e.g. LEASE_SECONDS for crash tests)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -123,6 +183,7 @@ def running_stack(workdir: Path, database_url: str, broker_url: str, workers: in
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     subprocess.run([str(BIN / "backprop"), "db", "upgrade"], env=env, cwd=workdir, check=True,
                    capture_output=True, timeout=120)

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
                                 description="broker queue the API sends to and workers consume")
     lease_seconds: float = Field(60.0, gt=0, description="a running job's lease; renewed every epoch")
     max_attempts: int = Field(3, ge=1, description="deliveries of a job before it ends failed")
+    reconcile_interval_seconds: float = Field(
+        10.0, ge=0, description="how often each worker's reconciler re-enqueues lost jobs; 0 turns it off")
+    requeue_after_seconds: float = Field(
+        60.0, gt=0, description="a queued job waiting this long is sent to the broker again (then with backoff)")
+    blas_threads: int = Field(
+        1, ge=0, description="BLAS threads per training process; 1 makes a resumed run equal an uninterrupted one, "
+                             "0 leaves the library's default")
     worker_concurrency: int = Field(1, ge=1, description="training processes per `backprop worker`")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="largest dataset upload")
     max_dataset_rows: int = Field(2_000_000, ge=1, description="largest dataset, in rows")

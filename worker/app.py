@@ -3,16 +3,24 @@
 `celery -A worker.app worker` or `backprop worker` runs it. Late acks with prefetch 1: a message
 is acknowledged only after its job ran, and a worker holds one message at a time. Running the
 same job twice at once is prevented by the database claim, not by the broker.
+
+Each worker's main process also runs the reconciler (worker/reconciler.py) from `worker_ready`
+to `worker_shutdown`, and every training process limits BLAS to `blas_threads` threads.
+See docs/reliability.md.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from service.config import Settings, get_settings
+from service.queue import Enqueuer, celery_client
+
+log = logging.getLogger(__name__)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -27,6 +35,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         accept_content=["json"],
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
+        # A pool process that dies (SIGKILL, OOM) acks its message: its job keeps a lease that
+        # expires, and the reconciler sends it again then. Rejecting (requeueing) the message
+        # would only bring it straight back while the dead process's lease still holds.
+        task_reject_on_worker_lost=False,
+        # Losing the broker connection does not kill running jobs: their database lease keeps
+        # any redelivered copy from claiming them, so the running copy is the only one, and it
+        # stops by itself if it ever loses the lease (docs/reliability.md).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
 
 
@@ -48,3 +64,62 @@ def _make_embedded_broker_folder(sender=None, **_kwargs) -> None:
     url = str(sender.app.conf.broker_url) if sender is not None else ""
     if url.startswith("sqla+sqlite:///"):
         Path(url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Fix the BLAS thread count of this process (0: leave it); one thread makes results
+    independent of how many threads a machine offers, so a resumed run equals an uninterrupted one."""
+    if threads <= 0:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
+@worker_init.connect
+def _limit_blas_in_main_process(**_kwargs) -> None:
+    # solo/threads pools train in the main process
+    limit_blas_threads(get_settings().blas_threads)
+
+
+_reconciler = None  # the ReconcilerThread of this worker's main process
+
+
+@worker_ready.connect
+def _start_reconciler(**_kwargs) -> None:
+    global _reconciler
+    from service.store import Store
+    from worker.reconciler import Reconciler, ReconcilerThread
+
+    settings = get_settings()
+    if settings.reconcile_interval_seconds <= 0:
+        log.info("reconciler off (RECONCILE_INTERVAL_SECONDS=0)")
+        return
+    store, enqueuer = Store(settings), Enqueuer(celery_client(settings))
+
+    def close() -> None:
+        enqueuer.close()
+        store.dispose()
+
+    reconciler = Reconciler(store, enqueuer.enqueue, requeue_after_seconds=settings.requeue_after_seconds)
+    _reconciler = ReconcilerThread(reconciler, settings.reconcile_interval_seconds, on_stop=close)
+    _reconciler.start()
+    log.info("reconciler started: every %.1f s, queued jobs re-sent after %.1f s",
+             settings.reconcile_interval_seconds, settings.requeue_after_seconds)
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_kwargs) -> None:
+    global _reconciler
+    if _reconciler is not None:
+        _reconciler.stop()
+        _reconciler = None
+
+
+@worker_process_init.connect
+def _init_training_process(**_kwargs) -> None:
+    global _reconciler
+    limit_blas_threads(get_settings().blas_threads)
+    if _reconciler is not None:  # forked after the reconciler started: its connections are the parent's
+        _reconciler.reconciler.forget_connections()
+        _reconciler = None

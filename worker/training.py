@@ -7,7 +7,10 @@ Outcomes (status / stop_reason):
 - cancelled (requested through the API) → cancelled, no model; the checkpoints stay;
 - diverged → failed, error "training diverged at epoch N", no model;
 - any exception → failed, stop_reason error, error "<ExceptionType>: <message>".
-A worker that lost its lease (another delivery took the job over) stops quietly, writing nothing.
+A worker that lost its lease (another delivery took the job over) stops quietly, writing nothing;
+it notices between batches (StopPolicy) or at the next epoch end, whichever comes first. A
+database error (OperationalError: connection lost, server restarting) interrupts the run without
+failing the job: the lease runs out and the reconciler resumes it from its latest checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy.exc import OperationalError
 
 from service.specs import EpochMetrics, JobSpec
 from service.store import LeaseLost, Store
@@ -76,15 +81,21 @@ def readable(error: BaseException) -> str:
 
 
 class StopPolicy:
-    """should_stop for the engine: max runtime, and cancel requests polled at most every 0.25 s."""
+    """should_stop for the engine, called between batches: max runtime; cancel requests polled at
+    most every 0.25 s; with a worker id, the lease is checked at each poll (LeaseLost stops the
+    run) and renewed every lease_seconds / 3, so an epoch longer than the lease keeps the job."""
 
     def __init__(self, store: Store, job_id: str, max_runtime_seconds: float | None,
-                 monotonic: Callable[[], float], poll_seconds: float = CANCEL_POLL_SECONDS):
+                 monotonic: Callable[[], float], poll_seconds: float = CANCEL_POLL_SECONDS, *,
+                 worker_id: str | None = None, lease_seconds: float | None = None):
         self._store, self._job_id, self._monotonic, self._poll = store, job_id, monotonic, poll_seconds
+        self._worker_id, self._lease_seconds = worker_id, lease_seconds
         start = monotonic()
         self._deadline = start + max_runtime_seconds if max_runtime_seconds else None
         self._next_poll = start  # the first call asks at once
-        self.polls = 0
+        self._renew_every = lease_seconds / 3 if worker_id is not None and lease_seconds else None
+        self._next_renewal = start + self._renew_every if self._renew_every else None
+        self.polls = self.renewals = 0
 
     def __call__(self) -> str | None:
         now = self._monotonic()
@@ -93,7 +104,17 @@ class StopPolicy:
         if now >= self._next_poll:
             self._next_poll = now + self._poll
             self.polls += 1
-            if self._store.cancel_requested(self._job_id):
+            try:
+                if self._next_renewal is not None and now >= self._next_renewal:
+                    self._next_renewal = now + self._renew_every
+                    cancel = self._store.renew_lease(self._job_id, self._worker_id, self._lease_seconds)
+                    self.renewals += 1
+                else:
+                    cancel = self._store.cancel_requested(self._job_id, self._worker_id)
+            except OperationalError as error:  # a blip: the epoch end's record_epoch is the real check
+                log.warning("job %s: cancel/lease poll failed (%s); training on", self._job_id, error)
+                return None
+            if cancel:
                 return "cancelled"
         return None
 
@@ -123,6 +144,9 @@ def run_job(store: Store, job_id: str, *, worker_id: str, lease_seconds: float,
     except LeaseLost:
         log.warning("job %s: lease lost to another delivery; stopping without writing", job_id)
         return "lease_lost"
+    except OperationalError:
+        log.exception("job %s: database unreachable; leaving the job to be resumed when its lease expires", job_id)
+        return "interrupted"
     except Exception as error:  # noqa: BLE001 - any failure must end the job, never hang it
         log.exception("job %s: training failed", job_id)
         try:
@@ -154,6 +178,7 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
                                  checkpoint_path=checkpoint, lease_seconds=lease_seconds)
         return "cancelled" if ack.cancel_requested else None
 
-    should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic)
+    should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
+                             worker_id=worker_id, lease_seconds=lease_seconds)
     result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
     return outcome_of(result.stop_reason, result.stopped_epoch), result.best_epoch, trainer.model

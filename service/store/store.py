@@ -467,12 +467,31 @@ class Store:
         with self.session_scope() as session:
             return list(session.scalars(query))
 
-    def cancel_requested(self, job_id: str) -> bool:
+    def cancel_requested(self, job_id: str, worker_id: str | None = None) -> bool:
+        """Whether a cancel was requested. With `worker_id`, also raises LeaseLost when that
+        worker no longer holds the job (a read: the cheap check between batches)."""
         with self.session_scope() as session:
-            value = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id))
-        if value is None:
+            row = session.execute(
+                select(JobRow.cancel_requested, JobRow.lease_owner, JobRow.status).where(JobRow.id == job_id)
+            ).one_or_none()
+        if row is None:
             raise NotFound("job", job_id)
-        return bool(value)
+        if worker_id is not None and (row.lease_owner != worker_id or row.status != "running"):
+            raise LeaseLost(f"job {job_id} is no longer held by {worker_id}")
+        return bool(row.cancel_requested)
+
+    def renew_lease(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease inside a long epoch; returns cancel_requested. Raises LeaseLost."""
+        now = self._now()
+        with self.session_scope(write=True) as session:
+            cancel = session.execute(
+                update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == worker_id, JobRow.status == "running")
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds)).returning(JobRow.cancel_requested)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+        if cancel is None:
+            raise LeaseLost(f"job {job_id} is no longer held by {worker_id}")
+        return bool(cancel)
 
     def finish_job(self, job_id: str, worker_id: str, *, status: str, stop_reason: str,
                    error: str | None = None, best_epoch: int | None = None,

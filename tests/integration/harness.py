@@ -35,3 +35,18 @@ def fresh_redis() -> str:
         return _stack.fresh_redis()
     except ServiceUnavailable as error:
         _fail_or_skip(error)
+
+
+@contextmanager
+def private_redis(workdir) -> Iterator[_stack.RedisServer]:
+    """A redis-server of this test's own on a free port (tests may restart it empty)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = _stack.RedisServer(workdir)
+    try:
+        server.start()
+    except ServiceUnavailable as error:
+        _fail_or_skip(error)
+    try:
+        yield server
+    finally:
+        server.stop()

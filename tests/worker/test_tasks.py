@@ -6,11 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from service.config import Settings
 from service.queue import TRAIN_TASK, TRAINING_QUEUE
 from service.specs import DatasetInfo
-from service.store import Store
+from service.store import LeaseLost, Store
 from tests.utils.db import SequentialIds
 from tests.utils.factories import create_job, job_spec
 from worker import tasks
@@ -315,3 +316,56 @@ def test_forked_worker_processes_build_their_own_store(store):
         assert tasks.process_store() is store  # the parent keeps its own
     finally:
         tasks.set_process_store(None)
+
+
+def test_stop_policy_renews_the_lease_inside_a_long_epoch(store, make_other_store, clock):
+    job = create_job(store)
+    store.claim_job(job.id, "w1", 3.0)
+    policy = StopPolicy(store, job.id, None, Ticks(0.3), worker_id="w1", lease_seconds=3.0)
+    clock.advance(2)
+    for _ in range(5):  # 1.5 s of batches: one renewal (every lease / 3)
+        assert policy() is None
+    assert policy.renewals == 1
+    clock.advance(2)  # past the claim's lease, within the renewed one
+    assert make_other_store().claim_job(job.id, "w2", 3.0) is None
+
+
+def test_stop_policy_stops_a_run_that_lost_its_lease_between_batches(store, make_other_store, clock):
+    job = create_job(store)
+    store.claim_job(job.id, "w1", LEASE)
+    policy = StopPolicy(store, job.id, None, Ticks(0.3), worker_id="w1", lease_seconds=LEASE)
+    assert policy() is None
+    clock.advance(LEASE + 1)  # this worker stalled; another delivery took over
+    assert make_other_store().claim_job(job.id, "w2", LEASE) is not None
+    with pytest.raises(LeaseLost):
+        policy()
+
+
+def test_stop_policy_trains_on_through_a_database_blip(store, monkeypatch):
+    job = create_job(store)
+    store.claim_job(job.id, "w1", LEASE)
+    policy = StopPolicy(store, job.id, None, Ticks(0.3), worker_id="w1", lease_seconds=LEASE)
+
+    def unreachable(*_args):
+        raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+
+    monkeypatch.setattr(store, "cancel_requested", unreachable)
+    assert policy() is None
+    monkeypatch.undo()
+    store.request_cancel(job.id)
+    assert policy() == "cancelled"
+
+
+def test_a_database_outage_interrupts_the_run_without_failing_the_job(store, monkeypatch):
+    job = create_job(store, epochs=5)
+    record = store.record_epoch
+
+    def outage_at_epoch_3(job_id, worker_id, metrics, **kwargs):
+        if metrics.epoch == 3:
+            raise OperationalError("UPDATE jobs", {}, ConnectionError("server closed the connection"))
+        return record(job_id, worker_id, metrics, **kwargs)
+
+    monkeypatch.setattr(store, "record_epoch", outage_at_epoch_3)
+    assert run(store, job.id) == "interrupted"
+    held = store.get_job(job.id)
+    assert (held.status, held.error, held.progress.epoch) == ("running", None, 2)  # resumed when the lease expires

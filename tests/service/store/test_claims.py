@@ -175,3 +175,30 @@ def test_job_with_an_invalid_stored_spec_fails_at_claim(store):
         row = session.get(JobRow, job.id)
         assert (row.status, row.stop_reason) == ("failed", "error")
         assert row.error.startswith("the stored job spec is no longer valid") and "dataset" in row.error
+
+
+def test_renew_lease_extends_only_the_holders_lease(store, clock):
+    job = create_job(store)
+    store.claim_job(job.id, "w1", LEASE)
+    clock.advance(LEASE - 1)
+    assert store.renew_lease(job.id, "w1", LEASE) is False  # no cancel requested
+    clock.advance(LEASE - 1)
+    assert store.claim_job(job.id, "w2", LEASE) is None  # renewed: still held
+    with pytest.raises(LeaseLost):
+        store.renew_lease(job.id, "w2", LEASE)
+    store.request_cancel(job.id)
+    assert store.renew_lease(job.id, "w1", LEASE) is True
+
+
+def test_cancel_requested_checks_the_lease_when_given_a_worker(store, clock):
+    job = create_job(store)
+    store.claim_job(job.id, "w1", LEASE)
+    assert store.cancel_requested(job.id, "w1") is False
+    clock.advance(LEASE + 1)
+    store.claim_job(job.id, "w2", LEASE)
+    with pytest.raises(LeaseLost):
+        store.cancel_requested(job.id, "w1")
+    assert store.cancel_requested(job.id) is False  # without a worker: a plain read
+    store.finish_job(job.id, "w2", status="succeeded", stop_reason="completed")
+    with pytest.raises(LeaseLost):
+        store.cancel_requested(job.id, "w2")  # finished: nobody holds it

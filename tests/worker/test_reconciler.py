@@ -1,0 +1,113 @@
+"""The reconciler's sweep against a real SQLite store; what it sends is recorded, not published
+(tests/integration/test_reliability.py runs it inside real workers against real brokers)."""
+from __future__ import annotations
+
+import pytest
+
+from service.store import Store
+from tests.utils.db import SequentialIds
+from tests.utils.factories import create_job
+from worker.reconciler import MAX_BACKOFF_STEPS, Reconciler
+
+REQUEUE_AFTER = 60.0
+LEASE = 30.0
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(sqlite_database_url, settings_factory, clock):
+    store = Store(settings_factory(database_url=sqlite_database_url), clock=clock, new_id=SequentialIds())
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def sent():
+    return []
+
+
+@pytest.fixture
+def monotonic():
+    return Monotonic()
+
+
+@pytest.fixture
+def reconciler(store, clock, sent, monotonic):
+    return Reconciler(store, sent.append, requeue_after_seconds=REQUEUE_AFTER, clock=clock, monotonic=monotonic)
+
+
+def advance(clock, monotonic, seconds: float) -> None:
+    clock.advance(seconds)
+    monotonic.now += seconds
+
+
+def test_a_queued_job_is_sent_once_it_waited_requeue_after(store, reconciler, clock, monotonic, sent):
+    job = create_job(store)
+    assert reconciler.sweep() == []  # the API's own message is presumably on its way
+    advance(clock, monotonic, REQUEUE_AFTER + 1)
+    assert reconciler.sweep() == [job.id]
+    assert sent == [job.id]
+
+
+def test_a_job_still_waiting_is_resent_with_backoff(store, reconciler, clock, monotonic, sent):
+    job = create_job(store)
+    advance(clock, monotonic, REQUEUE_AFTER + 1)
+    times = []
+    for second in range(int(REQUEUE_AFTER * 40)):
+        if reconciler.sweep():
+            times.append(second)
+        advance(clock, monotonic, 1)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    steps = [REQUEUE_AFTER * 2 ** min(i, MAX_BACKOFF_STEPS) for i in range(len(gaps))]
+    assert gaps == steps  # 60, 120, 240, 480, 960, 960 ...
+    assert set(sent) == {job.id}
+
+
+def test_running_jobs_are_sent_only_when_their_lease_expired(store, reconciler, clock, monotonic, sent):
+    job = create_job(store)
+    assert store.claim_job(job.id, "w1", LEASE) is not None
+    advance(clock, monotonic, LEASE - 1)
+    assert reconciler.sweep() == []
+    advance(clock, monotonic, 2)  # the worker died: no renewal
+    assert reconciler.sweep() == [job.id]
+
+
+def test_claimed_and_finished_jobs_are_forgotten_and_never_sent(store, reconciler, clock, monotonic, sent):
+    finished, cancelled, resent = create_job(store), create_job(store), create_job(store)
+    store.claim_job(finished.id, "w1", LEASE)
+    store.finish_job(finished.id, "w1", status="succeeded", stop_reason="completed")
+    store.request_cancel(cancelled.id)
+    advance(clock, monotonic, REQUEUE_AFTER + 1)
+    assert reconciler.sweep() == [resent.id]
+    store.claim_job(resent.id, "w2", LEASE)  # the re-sent message arrived
+    assert reconciler.sweep() == []
+    advance(clock, monotonic, LEASE + 1)  # ... and that worker died: sent at once, no backoff left over
+    assert reconciler.sweep() == [resent.id]
+    assert sent == [resent.id, resent.id]
+
+
+class FlakyBroker:
+    def __init__(self) -> None:
+        self.up, self.sent = False, []
+
+    def enqueue(self, job_id: str) -> None:
+        if not self.up:
+            raise ConnectionError("broker unreachable")
+        self.sent.append(job_id)
+
+
+def test_a_broker_error_leaves_the_job_for_the_next_sweep(store, clock, monotonic):
+    job = create_job(store)
+    broker = FlakyBroker()
+    reconciler = Reconciler(store, broker.enqueue, requeue_after_seconds=REQUEUE_AFTER, clock=clock, monotonic=monotonic)
+    advance(clock, monotonic, REQUEUE_AFTER + 1)
+    assert reconciler.sweep() == []
+    broker.up = True
+    assert reconciler.sweep() == [job.id] and broker.sent == [job.id]  # no backoff for a send that failed
