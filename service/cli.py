@@ -4,6 +4,8 @@
     backprop worker       a Celery worker on the `training` queue (exec's celery; any number, anywhere)
     backprop db upgrade   migrate the database to the latest schema
     backprop dev          db upgrade, then the API and one worker on this machine; Ctrl-C stops both
+    backprop keys create --owner NAME | list [--owner NAME] | revoke KEY_ID
+                          API keys; `create` prints the token once (only its hash is stored)
 
 Settings come from the environment (see service.config); flags override the bind address and
 the worker's concurrency only.
@@ -11,7 +13,6 @@ the worker's concurrency only.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from service.config import Settings, get_settings
+from service.config import Settings, get_settings, is_loopback  # noqa: F401 - is_loopback is re-exported
 
 log = logging.getLogger("backprop")
 
@@ -31,6 +32,7 @@ DEV_STOP_GRACE_SECONDS = 10.0
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin, every command
     return args.command(args) or 0
 
 
@@ -57,16 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--grace", type=float, default=DEV_STOP_GRACE_SECONDS,
                      help="seconds to wait for a clean stop before killing")
     dev.set_defaults(command=run_dev)
+
+    keys = commands.add_parser("keys", help="API keys (bearer tokens) and their owners")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key for an owner; prints the token once")
+    create.add_argument("--owner", required=True, help="who the key acts as: 1-64 of letters, digits, _.@-")
+    create.set_defaults(command=run_keys_create)
+    listing = key_commands.add_parser("list", help="list keys (ids, owners, dates; never the tokens)")
+    listing.add_argument("--owner", help="only this owner's keys")
+    listing.set_defaults(command=run_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", help="the id shown by `keys list` (the part after bpk_ in the token)")
+    revoke.set_defaults(command=run_keys_revoke)
     return parser
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------- commands
@@ -77,10 +82,19 @@ def run_api(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
-    if not is_loopback(host):
-        # issue 4 adds API keys and refuses this without them; until then, say it loudly
-        log.warning("serving on %s:%d WITHOUT authentication: expose it only to a trusted network", host, port)
-    # the app reads Settings in its lifespan; uvicorn builds it from the factory
+    # the app reads Settings in its lifespan (uvicorn builds it from the factory): hand it the
+    # address really bound, so auth defaults and the refusal below see the same HOST
+    os.environ["HOST"], os.environ["PORT"] = host, str(port)
+    get_settings.cache_clear()
+    settings = get_settings()
+    refusal = settings.unsafe_bind()
+    if refusal:
+        log.error("%s", refusal)
+        return 2
+    if settings.auth_enabled:
+        log.info("serving on %s:%d; /v1 requires an API key", host, port)
+    else:
+        log.warning("serving on %s:%d OPEN (no authentication): loopback only", host, port)
     uvicorn.run("service.main:create_app", factory=True, host=host, port=port, log_level="info")
     return 0
 
@@ -129,6 +143,63 @@ def run_dev(args: argparse.Namespace) -> int:
                 settings.host, settings.port)
     me = [sys.executable, "-m", "service.cli"]
     return supervise({"api": [*me, "api"], "worker": [*me, "worker"]}, grace=args.grace)
+
+
+def _api_keys(settings: Settings):
+    from sqlalchemy import inspect
+
+    from service.store import ApiKeys, Store
+
+    store = Store(settings)
+    if not inspect(store.engine).has_table("api_keys"):
+        store.dispose()
+        raise SystemExit(f"error: the database at {_redacted(settings.database_url)} has no api_keys table; "
+                         "run `backprop db upgrade` first")
+    return store, ApiKeys(store)
+
+
+def run_keys_create(args: argparse.Namespace) -> int:
+    from service.store.keys import valid_owner
+
+    if not valid_owner(args.owner):
+        log.error("--owner %r: use 1-64 letters, digits and _.@- (starting with a letter or digit)", args.owner)
+        return 2
+    store, keys = _api_keys(get_settings())
+    try:
+        created = keys.create(args.owner)
+    finally:
+        store.dispose()
+    log.info("created key %s for owner %s; the token below is shown only this once", created.key.id, args.owner)
+    print(created.token, flush=True)  # stdout holds the token alone, for scripts
+    return 0
+
+
+def run_keys_list(args: argparse.Namespace) -> int:
+    store, keys = _api_keys(get_settings())
+    try:
+        listed = keys.list(owner=args.owner)
+    finally:
+        store.dispose()
+    print(f"{'KEY_ID':<16}  {'OWNER':<24}  {'CREATED':<25}  REVOKED")
+    for key in listed:
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+        print(f"{key.id:<16}  {key.owner:<24}  {key.created_at.isoformat(timespec='seconds'):<25}  {revoked}")
+    return 0
+
+
+def run_keys_revoke(args: argparse.Namespace) -> int:
+    from service.store import NotFound
+
+    store, keys = _api_keys(get_settings())
+    try:
+        revoked = keys.revoke(args.key_id)
+    except NotFound:
+        log.error("no key with id %r (see `backprop keys list`)", args.key_id)
+        return 1
+    finally:
+        store.dispose()
+    log.info("key %s of owner %s revoked at %s", revoked.id, revoked.owner, revoked.revoked_at.isoformat())
+    return 0
 
 
 def _redacted(url: str) -> str:

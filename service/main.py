@@ -6,18 +6,22 @@ environment when the server starts; tests pass a Settings, a Store and an Enqueu
 """
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
 
+from service.api.auth import BearerAuth
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
 from service.config import Settings, get_settings
 from service.queue import Enqueuer, celery_client
-from service.store import Store
+from service.store import ApiKeys, Store
+
+log = logging.getLogger("backprop.api")
 
 DESCRIPTION = """Submit neural-network training jobs, follow their progress and per-epoch metrics,
 and download the trained model. Jobs run on Celery workers; results live in SQL."""
@@ -28,9 +32,18 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_settings = settings or get_settings()
+        refusal = app_settings.unsafe_bind()
+        if refusal:  # `backprop api` refuses first; this covers other ways of serving the app
+            raise RuntimeError(refusal)
+        if app_settings.auth_enabled:
+            log.info("authentication on: /v1 needs an API key (Authorization: Bearer)")
+        else:
+            log.warning("authentication OFF: the API is open to anyone who can reach %s (loopback only)",
+                        app_settings.host)
         _make_embedded_broker_folder(app_settings.broker_url)
         app.state.settings = app_settings
         app.state.store = store or Store(app_settings)
+        app.state.keys = ApiKeys(app.state.store)
         app.state.enqueuer = enqueuer or Enqueuer(celery_client(app_settings))
         try:
             yield
@@ -42,6 +55,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     app = FastAPI(title="Backprop Lab", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(BearerAuth)  # added last, so it runs first: no key, no body read
     install_error_handlers(app)
     app.include_router(api_router)
     return app

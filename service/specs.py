@@ -6,12 +6,14 @@ depend on the data (loss, output activation), so what is stored is explicit.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Caps that keep one job's resource use bounded; issue 4 moves them into Settings.
+# Caps that keep one job's resource use bounded. These are the schema's bounds (in OpenAPI) and the
+# defaults (and ceilings) of the Settings that may tighten them per deployment: see JobLimits.
 MAX_EPOCHS = 10_000
 MAX_HIDDEN_LAYERS = 16
 MAX_UNITS = 4096
@@ -58,7 +60,8 @@ class DatasetSpec(Spec):
 
 
 class LayerSpec(Spec):
-    units: int = Field(ge=1, le=MAX_UNITS, examples=[64])
+    units: int = Field(ge=1, le=MAX_UNITS, examples=[64],
+                       description=f"width; at most MAX_UNITS (default {MAX_UNITS}; a deployment may set less)")
     activation: HiddenActivation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
@@ -67,6 +70,8 @@ class LayerSpec(Spec):
 class ModelSpec(Spec):
     hidden_layers: list[LayerSpec] = Field(
         default_factory=lambda: [LayerSpec(units=64)], max_length=MAX_HIDDEN_LAYERS,
+        description=f"at most MAX_HIDDEN_LAYERS layers (default {MAX_HIDDEN_LAYERS}) and MAX_PARAMETERS "
+        f"weights and biases in all (default {MAX_PARAMETERS:,}, counted against the dataset at submission)",
         examples=[[{"units": 64, "activation": "relu", "dropout": 0.0, "batch_norm": False}]],
     )
     output_activation: OutputActivation | None = Field(
@@ -200,8 +205,10 @@ class JobSpec(Spec):
     loss: LossName | None = Field(
         None, description="default: categorical_crossentropy for classification, mse for regression")
     optimizer: Optimizer = Field(default_factory=Adam)
-    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS,
+                        description=f"at most MAX_EPOCHS (default {MAX_EPOCHS}; a deployment may set less)")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE,
+                            description=f"at most MAX_BATCH_SIZE (default {MAX_BATCH_SIZE}; a deployment may set less)")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     l2: float = Field(0.0, ge=0, le=10)
     clip_norm: float | None = Field(None, gt=0)
@@ -302,16 +309,70 @@ class CheckpointPublic(BaseModel):
     sha256: str
 
 
+class LimitsPublic(BaseModel):
+    """This deployment's caps (Settings; env MAX_EPOCHS, ...). A request over one is refused: 422
+    for a job spec (type `limit_exceeded`), 413 for an upload, 429 for one queued job too many."""
+
+    max_epochs: int
+    max_hidden_layers: int
+    max_units: int
+    max_parameters: int
+    max_batch_size: int
+    max_upload_bytes: int
+    max_dataset_rows: int
+    max_queued_jobs_per_owner: int
+
+
 # ---------------------------------------------------------------- spec against dataset
 
 
 class SpecMismatch(ValueError):
     """A valid spec that cannot train on its dataset; `loc` names the field (as in a 422)."""
 
-    def __init__(self, loc: tuple[str, ...], message: str):
+    type = "spec_mismatch"
+
+    def __init__(self, loc: tuple[str | int, ...], message: str):
         super().__init__(message)
         self.loc = loc
         self.message = message
+
+
+class LimitExceeded(SpecMismatch):
+    """A spec over one of this deployment's caps (Settings may set them below the schema's)."""
+
+    type = "limit_exceeded"
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """The caps a submitted spec is held to; `Settings.job_limits` gives the deployment's."""
+
+    max_epochs: int = MAX_EPOCHS
+    max_hidden_layers: int = MAX_HIDDEN_LAYERS
+    max_units: int = MAX_UNITS
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_parameters: int = MAX_PARAMETERS
+
+
+DEFAULT_LIMITS = JobLimits()
+
+
+def check_limits(spec: JobSpec, limits: JobLimits) -> None:
+    """Raise LimitExceeded naming the first field over a cap (the schema holds the default caps;
+    this holds a deployment's tighter ones). The parameter cap needs the dataset: resolve_spec."""
+    if spec.epochs > limits.max_epochs:
+        raise LimitExceeded(("epochs",), f"{spec.epochs} epochs exceed the cap of {limits.max_epochs} (MAX_EPOCHS)")
+    if spec.batch_size > limits.max_batch_size:
+        raise LimitExceeded(("batch_size",),
+                            f"batch size {spec.batch_size} exceeds the cap of {limits.max_batch_size} (MAX_BATCH_SIZE)")
+    layers = spec.model.hidden_layers
+    if len(layers) > limits.max_hidden_layers:
+        raise LimitExceeded(("model", "hidden_layers"), f"{len(layers)} hidden layers exceed the cap of "
+                            f"{limits.max_hidden_layers} (MAX_HIDDEN_LAYERS)")
+    for index, layer in enumerate(layers):
+        if layer.units > limits.max_units:
+            raise LimitExceeded(("model", "hidden_layers", index, "units"),
+                                f"{layer.units} units exceed the cap of {limits.max_units} (MAX_UNITS)")
 
 
 _DEFAULT_OUTPUT = {"categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid", "mse": "linear"}
@@ -332,8 +393,10 @@ def parameter_count(spec: JobSpec, info: DatasetInfo) -> int:
     return count
 
 
-def resolve_spec(spec: JobSpec, info: DatasetInfo) -> JobSpec:
-    """Return `spec` with data-dependent defaults filled in; raise SpecMismatch if it cannot fit."""
+def resolve_spec(spec: JobSpec, info: DatasetInfo, limits: JobLimits = DEFAULT_LIMITS) -> JobSpec:
+    """Return `spec` with data-dependent defaults filled in; raise SpecMismatch if it cannot fit
+    (LimitExceeded if it is over one of `limits`)."""
+    check_limits(spec, limits)
     loss = spec.loss or ("categorical_crossentropy" if info.task == "classification" else "mse")
     if info.task == "regression" and loss != "mse":
         raise SpecMismatch(("loss",), f"{loss} needs a classification dataset; this one is regression (use mse)")
@@ -375,6 +438,7 @@ def resolve_spec(spec: JobSpec, info: DatasetInfo) -> JobSpec:
     resolved.loss = loss
     resolved.model.output_activation = output
     params = parameter_count(resolved, info)
-    if params > MAX_PARAMETERS:
-        raise SpecMismatch(("model", "hidden_layers"), f"{params} parameters exceed the cap of {MAX_PARAMETERS}")
+    if params > limits.max_parameters:
+        raise LimitExceeded(("model", "hidden_layers"),
+                            f"{params} parameters exceed the cap of {limits.max_parameters} (MAX_PARAMETERS)")
     return resolved

@@ -7,16 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.api.deps import OwnerDep, SettingsDep, StoreDep
+from service.api.errors import Message, UploadProblem, error_responses
 from service.specs import DatasetPublic, Task
 from service.uploads import UploadLimits, parse_upload
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401))
 
 
 @router.post(
     "", status_code=201, response_model=DatasetPublic,
-    responses={400: {"description": "malformed upload; `detail` gives the reason (and the CSV line)"},
-               413: {"description": "the upload exceeds MAX_UPLOAD_BYTES or MAX_DATASET_ROWS"}},
+    responses={400: {"model": UploadProblem, "description": "malformed upload; `detail` gives the reason "
+                     "(and the CSV line)"},
+               413: {"model": UploadProblem | Message, "description": "the upload exceeds MAX_UPLOAD_BYTES or "
+                     "MAX_DATASET_ROWS (see GET /v1/limits)"}},
 )
 def upload_dataset(
     store: StoreDep,
@@ -42,6 +45,7 @@ def list_datasets(store: StoreDep, owner: OwnerDep) -> list[DatasetPublic]:
     return store.list_datasets(owner=owner)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, responses={404: {"description": "no such dataset"}})
+@router.get("/{dataset_id}", response_model=DatasetPublic,
+            responses=error_responses(404, _404="no such dataset (or another owner's)"))
 def get_dataset(dataset_id: str, store: StoreDep, owner: OwnerDep) -> DatasetPublic:
     return store.get_dataset(dataset_id, owner=owner)

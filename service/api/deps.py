@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api.auth import CHALLENGE, OWNER_STATE_KEY
 from service.config import Settings
 from service.queue import Enqueuer
 from service.store import Store
+
+# Declares the scheme in OpenAPI; service.api.auth.BearerAuth has already checked the token.
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey",
+    description="An API key from `backprop keys create --owner NAME`: `Authorization: Bearer bpk_...`. "
+    "Not needed when the server runs open on a loopback address (`backprop dev`).",
+)
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -26,9 +35,14 @@ def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueuer
 
 
-def get_owner() -> str | None:
-    """The caller's owner id. API keys arrive with issue 4; until then everything is one open owner."""
-    return None
+def get_owner(request: Request,
+              _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]) -> str | None:
+    """The caller's owner name, set by the BearerAuth middleware; None when the API runs open."""
+    owner = request.scope.get("state", {}).get(OWNER_STATE_KEY)
+    if owner is None and request.app.state.settings.auth_enabled:
+        # unreachable behind BearerAuth; refuse rather than serve every owner's data if it is missing
+        raise HTTPException(401, detail="an API key is required", headers={"WWW-Authenticate": CHALLENGE})
+    return owner
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -1,18 +1,49 @@
-"""Domain errors to HTTP: NotFound 404, Conflict 409, SpecMismatch and InvalidCursor 422 (in
-FastAPI's own 422 shape), UploadError 400/413."""
+"""Domain errors to HTTP: NotFound 404, Conflict 409, QueueFull 429, SpecMismatch (LimitExceeded)
+and InvalidCursor 422 (in FastAPI's own 422 shape), UploadError 400/413.
+
+The response models below document those bodies in OpenAPI (`responses=` of each route)."""
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from service.specs import SpecMismatch
-from service.store import Conflict, InvalidCursor, NotFound
+from service.store import Conflict, InvalidCursor, NotFound, QueueFull
 from service.uploads import UploadError
+
+
+class Message(BaseModel):
+    """The body of 401, 404, 409, 413 and 429 answers."""
+
+    detail: str = Field(examples=["job 'f00' not found"])
+
+
+class UploadProblem(Message):
+    """The body of a 400 (or 413) on an upload: what is wrong, and with which form field."""
+
+    field: str = Field(examples=["file"], description="the form field at fault: `file` or `target`")
+
+
+def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries with a model: error_responses(404, 409, _409="the job has no model")."""
+    defaults = {
+        401: "no API key, or one that is unknown or revoked (`WWW-Authenticate: Bearer`)",
+        404: "not found, or owned by someone else",
+        409: "the resource is not in a state that allows this",
+        413: "the request body is over its cap",
+        429: "too many queued jobs for this owner (MAX_QUEUED_JOBS_PER_OWNER)",
+    }
+    return {status: {"model": Message, "description": descriptions.get(f"_{status}", defaults[status])}
+            for status in statuses}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(SpecMismatch, _spec_mismatch)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
@@ -26,17 +57,20 @@ async def _conflict(request: Request, error: Conflict) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=409)
 
 
+async def _queue_full(request: Request, error: QueueFull) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=429)
+
+
 async def _spec_mismatch(request: Request, error: SpecMismatch) -> JSONResponse:
     # submit_job turns these into a RequestValidationError itself (with the offending input);
     # this is the fallback for any other path, in the same shape
     return JSONResponse(status_code=422, content={"detail": [{
-        "type": "spec_mismatch", "loc": ["body", *error.loc], "msg": error.message, "input": None,
+        "type": error.type, "loc": ["body", *error.loc], "msg": error.message, "input": None,
     }]})
 
 
 async def _upload_error(request: Request, error: UploadError) -> JSONResponse:
     return JSONResponse({"detail": error.message, "field": error.field}, status_code=error.status_code)
-
 
 
 async def _invalid_cursor(request: Request, error: InvalidCursor) -> JSONResponse:

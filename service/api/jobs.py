@@ -16,36 +16,41 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 
-from service.api.deps import EnqueuerDep, OwnerDep, StoreDep
+from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
+from service.api.errors import error_responses
 from service.specs import (
     BUILTIN_DATASETS, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
     JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, resolve_spec,
 )
 from service.store import NotFound, Store
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401))
 log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 HISTORY_COLUMNS = tuple(EpochMetrics.model_fields)  # epoch, train_loss, ..., lr, seconds
-NOT_FOUND = {404: {"description": "no such job"}}
+NOT_FOUND = error_responses(404, _404="no such job (or another owner's)")
 
 
 @router.post(
     "", status_code=202, response_model=JobPublic,
-    responses={404: {"description": "unknown dataset"},
-               422: {"description": "invalid spec, or a spec that cannot fit its dataset"}},
+    responses={**error_responses(404, 413, 429, _404="unknown dataset (or another owner's)"),
+               422: {"description": "invalid spec, a spec over one of this deployment's caps "
+                     "(type `limit_exceeded`, see GET /v1/limits), or one that cannot fit its dataset "
+                     "(type `spec_mismatch`)"}},
 )
-def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: OwnerDep, response: Response) -> JobPublic:
+def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: OwnerDep, settings: SettingsDep,
+               response: Response) -> JobPublic:
     dataset_id, info = dataset_for(spec.dataset, store, owner)
     try:
-        resolved = resolve_spec(spec, info)
+        resolved = resolve_spec(spec, info, settings.job_limits)
     except SpecMismatch as mismatch:  # same 422 shape as a schema error, located in the body
         raise RequestValidationError([{
-            "type": "spec_mismatch", "loc": ("body", *mismatch.loc), "msg": mismatch.message,
+            "type": mismatch.type, "loc": ("body", *mismatch.loc), "msg": mismatch.message,
             "input": value_at(spec.model_dump(mode="json"), mismatch.loc),
         }]) from None
-    job = store.create_job(owner=owner, spec=resolved, dataset_id=dataset_id)  # committed here
+    job = store.create_job(owner=owner, spec=resolved, dataset_id=dataset_id,  # committed here
+                           max_queued=settings.max_queued_jobs_per_owner)
     try:
         enqueuer.enqueue(job.id)
     except Exception:  # noqa: BLE001 - the row is the source of truth; the reconciler re-enqueues queued jobs
@@ -54,9 +59,14 @@ def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: Own
     return job
 
 
-def value_at(body: object, loc: tuple[str, ...]) -> object:
+def value_at(body: object, loc: tuple[str | int, ...]) -> object:
     for key in loc:
-        body = body.get(key) if isinstance(body, dict) else None
+        if isinstance(body, dict):
+            body = body.get(key)
+        elif isinstance(body, list) and isinstance(key, int) and key < len(body):
+            body = body[key]
+        else:
+            return None
     return body
 
 
@@ -72,7 +82,7 @@ def dataset_for(spec: DatasetSpec, store: Store, owner: str | None) -> tuple[str
     return spec.id, store.dataset_info(spec.id, owner=owner)
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, responses={422: {"description": "a bad filter, or a cursor this API did not issue"}})
 def list_jobs(
     store: StoreDep,
     owner: OwnerDep,
@@ -140,7 +150,8 @@ def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the model .npz",
                      "headers": {"X-Model-SHA256": {"description": "hex sha256 of the file",
                                                     "schema": {"type": "string"}}}},
-               **NOT_FOUND, 409: {"description": "the job has no model (yet)"}},
+               304: {"description": "`If-None-Match` holds the model's ETag: the copy you have is current"},
+               **NOT_FOUND, **error_responses(409, _409="the job has no model (yet)")},
 )
 def download_model(job_id: str, store: StoreDep, owner: OwnerDep, request: Request) -> Response:
     path, sha256 = store.model_file(job_id, owner=owner)

@@ -1,9 +1,12 @@
-"""The v1 API: one router per resource."""
-from fastapi import APIRouter
+"""The v1 API: one router per resource. Every /v1 route needs the caller's owner (an API key
+unless the server runs open on loopback); the health probes stay open."""
+from fastapi import APIRouter, Depends
 
-from service.api import datasets, health, jobs
+from service.api import caps, datasets, health, jobs
+from service.api.deps import get_owner
 
 api_router = APIRouter()
 api_router.include_router(health.router)
-api_router.include_router(datasets.router)
-api_router.include_router(jobs.router)
+for resource in (datasets.router, jobs.router, caps.router):
+    # the dependency (cached per request) also guards any route that forgets OwnerDep
+    api_router.include_router(resource, dependencies=[Depends(get_owner)])

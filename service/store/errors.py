@@ -23,3 +23,14 @@ class InvalidCursor(StoreError, ValueError):
 
 class LeaseLost(StoreError):
     """The worker no longer holds the job: another delivery claimed it, or it was finished."""
+
+
+class QueueFull(StoreError):
+    """The owner already has the most queued jobs allowed (Settings.max_queued_jobs_per_owner)."""
+
+    def __init__(self, owner: str | None, limit: int):
+        who = "this API" if owner is None else f"owner {owner!r}"
+        super().__init__(f"{who} already has {limit} queued jobs, the cap (MAX_QUEUED_JOBS_PER_OWNER); "
+                         "submit again once some have started")
+        self.owner = owner
+        self.limit = limit

@@ -147,6 +147,82 @@ def test_dev_refuses_a_non_loopback_host(env, tmp_path):
     assert not (tmp_path / "db").exists(), "refused before touching the database"
 
 
+def test_api_refuses_a_non_loopback_host_without_auth(env, tmp_path):
+    for extra_env, args in (({"HOST": "0.0.0.0", "AUTH_REQUIRED": "false"}, ()),
+                            ({"AUTH_REQUIRED": "false"}, ("--host", "0.0.0.0"))):
+        done = subprocess.run(backprop("api", *args), env={**env, **extra_env}, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "refusing to serve on HOST=0.0.0.0 without authentication" in done.stderr
+        assert "Uvicorn running" not in done.stderr
+
+
+def keys_cli(env, tmp_path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(backprop("keys", *args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_keys_create_list_revoke(env, tmp_path):
+    from service.store import ApiKeys, Store
+
+    subprocess.run(backprop("db", "upgrade"), env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    token = keys_cli(env, tmp_path, "create", "--owner", "alice").stdout.strip()
+    assert re.fullmatch(r"bpk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", token), token
+    key_id = token.split("_")[1]
+    other = keys_cli(env, tmp_path, "create", "--owner", "bob").stdout.strip()
+
+    listed = keys_cli(env, tmp_path, "list").stdout
+    assert token not in listed and token.split("_", 2)[2] not in listed  # never shown again
+    rows = [line.split() for line in listed.splitlines()[1:]]
+    assert [(row[0], row[1], row[3]) for row in rows] == [(key_id, "alice", "-"), (other.split("_")[1], "bob", "-")]
+    assert [line.split()[1] for line in keys_cli(env, tmp_path, "list", "--owner", "bob").stdout.splitlines()[1:]] == ["bob"]
+
+    store = Store(Settings(_env_file=None, database_url=env["DATABASE_URL"]))
+    try:
+        keys = ApiKeys(store)
+        assert keys.authenticate(token) == "alice"
+        revoked = keys_cli(env, tmp_path, "revoke", key_id)
+        assert f"key {key_id} of owner alice revoked" in revoked.stderr
+        assert keys.authenticate(token) is None and keys.authenticate(other) == "bob"
+    finally:
+        store.dispose()
+    assert keys_cli(env, tmp_path, "list").stdout.splitlines()[1].split()[3] != "-"
+
+    unknown = keys_cli(env, tmp_path, "revoke", "0" * 16, check=False)
+    assert unknown.returncode == 1 and "no key with id" in unknown.stderr
+    bad_owner = keys_cli(env, tmp_path, "create", "--owner", "../alice", check=False)
+    assert bad_owner.returncode == 2 and bad_owner.stdout == ""
+
+
+def test_keys_on_an_unmigrated_database_say_what_to_run(env, tmp_path):
+    done = keys_cli(env, tmp_path, "create", "--owner", "alice", check=False)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "run `backprop db upgrade` first" in done.stderr
+
+
+def test_api_with_auth_takes_keys_from_the_cli(env, tmp_path):
+    env = {**env, "AUTH_REQUIRED": "true"}
+    subprocess.run(backprop("db", "upgrade"), env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    token = keys_cli(env, tmp_path, "create", "--owner", "alice").stdout.strip()
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        api = subprocess.Popen(backprop("api"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        wait_until_ready(url, api, log)
+        body = {"dataset": {"builtin": "xor"}, "epochs": 1}
+        refused = httpx.post(f"{url}/v1/jobs", json=body)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        accepted = httpx.post(f"{url}/v1/jobs", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert accepted.status_code == 202, accepted.text
+    finally:
+        stop(api)
+    assert "/v1 requires an API key" in log.read_text()
+
+
 @pytest.mark.integration
 def test_dev_runs_api_and_worker_and_ctrl_c_stops_both(env, tmp_path):
     log = tmp_path / "dev.log"
