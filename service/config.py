@@ -5,11 +5,26 @@ Nothing reads the environment at import time: call `get_settings()` (cached) or 
 """
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.specs import (
+    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_UNITS, JobLimits,
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -32,8 +47,21 @@ class Settings(BaseSettings):
         1, ge=0, description="BLAS threads per training process; 1 makes a resumed run equal an uninterrupted one, "
                              "0 leaves the library's default")
     worker_concurrency: int = Field(1, ge=1, description="training processes per `backprop worker`")
-    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="largest dataset upload")
-    max_dataset_rows: int = Field(2_000_000, ge=1, description="largest dataset, in rows")
+    auth_required: bool | None = Field(
+        None, description="require an API key (Authorization: Bearer) on /v1; unset: required unless HOST "
+        "is a loopback address. Serving a non-loopback HOST without it is refused")
+
+    # Caps (issue 4). A job spec's caps default to the schema's bounds (service.specs) and may only
+    # be tightened here: jobs stored under the schema's bounds stay readable whatever is set.
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="largest dataset upload (the file)")
+    max_dataset_rows: int = Field(2_000_000, ge=1, description="largest dataset, in rows (X and X_val together)")
+    max_epochs: int = Field(MAX_EPOCHS, ge=1, le=MAX_EPOCHS, description="largest `epochs` of a job")
+    max_hidden_layers: int = Field(MAX_HIDDEN_LAYERS, ge=1, le=MAX_HIDDEN_LAYERS, description="most hidden layers")
+    max_units: int = Field(MAX_UNITS, ge=1, le=MAX_UNITS, description="widest hidden layer")
+    max_parameters: int = Field(MAX_PARAMETERS, ge=1, le=MAX_PARAMETERS,
+                                description="most weights and biases in a job's network")
+    max_batch_size: int = Field(MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE, description="largest `batch_size`")
+    max_queued_jobs_per_owner: int = Field(100, ge=1, description="queued jobs one owner may have waiting")
 
     @field_validator("database_url")
     @classmethod
@@ -47,6 +75,24 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_required if self.auth_required is not None else not is_loopback(self.host)
+
+    @property
+    def job_limits(self) -> JobLimits:
+        return JobLimits(max_epochs=self.max_epochs, max_hidden_layers=self.max_hidden_layers,
+                         max_units=self.max_units, max_batch_size=self.max_batch_size,
+                         max_parameters=self.max_parameters)
+
+    def unsafe_bind(self) -> str | None:
+        """Why serving with these settings would be unsafe (an open API on a non-loopback address), or None."""
+        if self.auth_enabled or is_loopback(self.host):
+            return None
+        return (f"refusing to serve on HOST={self.host} without authentication: AUTH_REQUIRED=false is only "
+                "allowed on a loopback address (127.0.0.1, ::1, localhost). Unset AUTH_REQUIRED (or set it "
+                "to true) and create API keys with `backprop keys create --owner NAME`")
 
 
 @lru_cache

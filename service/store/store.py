@@ -29,7 +29,7 @@ from service.specs import (
     JobPage, JobPublic, JobSpec, Progress,
 )
 from service.store.db import Database
-from service.store.errors import Conflict, InvalidCursor, LeaseLost, NotFound
+from service.store.errors import Conflict, InvalidCursor, LeaseLost, NotFound, QueueFull
 from service.store.files import file_sha256, write_npz_atomic
 from service.store.models import CheckpointRow, DatasetRow, EpochMetricsRow, JobRow, JobTagRow, UTCDateTime
 
@@ -170,8 +170,14 @@ class Store:
 
     # ------------------------------------------------------------ jobs, API side
 
-    def create_job(self, *, owner: str | None, spec: JobSpec, dataset_id: str) -> JobPublic:
-        """Insert a queued job. `spec` must already be resolved against its dataset."""
+    def create_job(self, *, owner: str | None, spec: JobSpec, dataset_id: str,
+                   max_queued: int | None = None) -> JobPublic:
+        """Insert a queued job. `spec` must already be resolved against its dataset.
+
+        With `max_queued`, raises QueueFull instead when `owner` already has that many queued jobs;
+        the count and the insert are one serialized step (BEGIN IMMEDIATE on SQLite, a per-owner
+        advisory lock on PostgreSQL), so concurrent submissions cannot overshoot the cap.
+        """
         expected = BUILTIN_PREFIX + spec.dataset.builtin if spec.dataset.builtin else spec.dataset.id
         if dataset_id != expected:
             raise ValueError(f"dataset_id {dataset_id!r} does not match the spec's dataset {expected!r}")
@@ -183,6 +189,8 @@ class Store:
                 _builtin_public(dataset_id)  # raises NotFound for unknown names
             else:
                 self._dataset_row(session, dataset_id, owner)
+            if max_queued is not None:
+                self._check_queue_room(session, owner, max_queued)
             row = JobRow(
                 id=job_id, owner=owner, name=spec.name, spec=spec.model_dump(mode="json"),
                 dataset_id=dataset_id, status="queued", epochs=spec.epochs, progress_epoch=0, attempt=0,
@@ -192,6 +200,16 @@ class Store:
             session.flush()  # the job row before its tags (foreign key)
             session.add_all(JobTagRow(job_id=job_id, tag=tag) for tag in dict.fromkeys(spec.tags))
             return _job_public(row)
+
+    def _check_queue_room(self, session: Session, owner: str | None, max_queued: int) -> None:
+        if not self._db.is_sqlite:  # SQLite: the write transaction already holds the database lock
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"queued-jobs:{owner}"})
+        queued = session.scalar(
+            select(func.count()).select_from(JobRow)
+            .where(JobRow.owner.is_(None) if owner is None else JobRow.owner == owner, JobRow.status == "queued")
+        )
+        if queued >= max_queued:
+            raise QueueFull(owner, max_queued)
 
     def get_job(self, job_id: str, owner: str | None = None) -> JobPublic:
         with self.session_scope() as session:
