@@ -1,8 +1,10 @@
 """Parse and validate dataset uploads (`.npz` or `.csv`) before anything is stored.
 
 Pure functions over a seekable binary file (FastAPI's spooled `UploadFile.file`). Every check that
-bounds memory runs before the data is decoded: the file size, the zip members, each `.npy` header
-(dtype, shape x itemsize against the member's real size and the cap) and the compression ratio.
+bounds memory runs before the data is decoded: the file size, the zip's central directory (member
+count and size, read from its end record before `zipfile` parses it), the members, each `.npy`
+header (dtype, shape x itemsize against the member's real size and the cap) and the compression
+ratio. A CSV is read line by line (each line capped) and converted in chunks of bounded cells.
 Errors are `UploadError` (400) or `UploadTooLarge` (413) with a message naming the array, field or
 1-based CSV line.
 """
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import math
+import struct
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import BinaryIO, Iterator, Literal
@@ -26,7 +30,10 @@ MAX_COMPRESSION_RATIO = 100.0
 RATIO_CHECK_FROM_BYTES = 64 * 1024  # tiny members compress absurdly well and cannot hurt
 MAX_LABEL_CHARS = 256
 CSV_CHUNK_ROWS = 16_384
+CSV_CHUNK_CELLS = 1 << 20  # ~60 MB of Python strings at most before a chunk becomes float32
+MAX_CSV_LINE_BYTES = 4 * 1024 * 1024
 NPZ_ARRAYS = ("X", "y", "X_val", "y_val")
+MAX_CENTRAL_DIRECTORY_BYTES = 64 * 1024  # 4 members need about 300 bytes
 FEATURE_KINDS = "biuf"  # bool, signed, unsigned, float
 LABEL_KINDS = "biufU"  # plus unicode strings for class labels
 
@@ -107,8 +114,46 @@ def _file_size(fileobj: BinaryIO) -> int:
 # ---------------------------------------------------------------- .npz
 
 
+_END_RECORD = struct.Struct("<4s4H2LH")  # zip end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
+
+
+def zip_directory_size(fileobj: BinaryIO) -> tuple[int, int]:
+    """(members, central directory bytes) as the archive's end record declares them.
+
+    Read before `zipfile.ZipFile` parses the directory into Python objects: a small upload could
+    otherwise list millions of members and cost gigabytes of memory to open.
+    """
+    size = _file_size(fileobj)
+    tail_size = min(size, _END_RECORD.size + 0xFFFF)  # the record, then a comment of up to 64 KiB
+    fileobj.seek(size - tail_size)
+    tail = fileobj.read(tail_size)
+    fileobj.seek(0)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + _END_RECORD.size > len(tail):
+        raise UploadError("file: not a valid .npz (zip) archive: no end of central directory")
+    _, _, _, _, members, directory_bytes, _, _ = _END_RECORD.unpack_from(tail, at)
+    if members == 0xFFFF or directory_bytes == 0xFFFFFFFF:  # zip64: the real values are elsewhere
+        locator_at = at - _ZIP64_LOCATOR.size
+        if locator_at < 0 or tail[locator_at:locator_at + 4] != b"PK\x06\x07":
+            raise UploadError("file: not a valid .npz (zip) archive: broken zip64 end record")
+        _, _, record_offset, _ = _ZIP64_LOCATOR.unpack_from(tail, locator_at)
+        fileobj.seek(record_offset)
+        record = fileobj.read(_ZIP64_END_RECORD.size)
+        fileobj.seek(0)
+        if len(record) != _ZIP64_END_RECORD.size or record[:4] != b"PK\x06\x06":
+            raise UploadError("file: not a valid .npz (zip) archive: broken zip64 end record")
+        _, _, _, _, _, _, _, members, directory_bytes, _ = _ZIP64_END_RECORD.unpack(record)
+    return members, directory_bytes
+
+
 def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
     """Check the archive's members and every `.npy` header, then load with allow_pickle=False."""
+    members, directory_bytes = zip_directory_size(fileobj)
+    if members > len(NPZ_ARRAYS) or directory_bytes > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise UploadError(f"file: the archive lists {members} members in {directory_bytes} bytes; an .npz "
+                          f"upload holds at most {len(NPZ_ARRAYS)} (X, y, X_val, y_val)")
     try:
         archive = zipfile.ZipFile(fileobj)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -213,7 +258,7 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     for position, name in enumerate(header, start=1):
         if not name:
             raise UploadError(f"line 1: column {position} of the header has no name")
-    duplicates = sorted({name for name in header if header.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(header).items() if count > 1)
     if duplicates:
         raise UploadError(f"line 1: duplicate column names {duplicates}")
     if all(_is_number(name) for name in header):
@@ -231,6 +276,7 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     label_lines: list[int] = []
     pending: list[list[str]] = []
     pending_lines: list[int] = []
+    chunk_rows = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // width))
 
     def flush() -> None:
         if pending:
@@ -248,6 +294,8 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
             label = row[target_at].strip()
             if not label:
                 raise UploadError(f"line {line}: the target column {target!r} is empty")
+            if len(label) > MAX_LABEL_CHARS:  # before np.array(labels) sizes every label like the longest
+                raise UploadError(f"line {line}: the target value is longer than {MAX_LABEL_CHARS} characters")
             labels.append(label)
             label_lines.append(line)
             if len(labels) > limits.max_rows:
@@ -255,7 +303,7 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
             del row[target_at]
             pending.append(row)
             pending_lines.append(line)
-            if len(pending) >= CSV_CHUNK_ROWS:
+            if len(pending) >= chunk_rows:
                 flush()
     except csv.Error as exc:
         raise UploadError(f"line {reader.line_num}: {exc}") from None
@@ -267,7 +315,11 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
 
 
 def _decoded_lines(fileobj: BinaryIO) -> Iterator[str]:
-    for number, raw in enumerate(fileobj, start=1):
+    number = 0
+    while raw := fileobj.readline(MAX_CSV_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_CSV_LINE_BYTES:
+            raise UploadError(f"line {number}: longer than {MAX_CSV_LINE_BYTES} bytes")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -284,6 +336,7 @@ def _is_number(text: str) -> bool:
 
 
 def _parse_features(rows: list[list[str]], lines: list[int], names: list[str]) -> np.ndarray:
+    """One chunk of rows as float32, after checking every cell is a finite number."""
     try:
         values = np.array(rows, dtype=np.float64)
     except ValueError:
@@ -298,7 +351,14 @@ def _parse_features(rows: list[list[str]], lines: list[int], names: list[str]) -
         row_at, column_at = (int(i) for i in np.argwhere(bad)[0])
         raise UploadError(
             f"line {lines[row_at]}: column {names[column_at]!r}: {rows[row_at][column_at].strip()!r} is not finite")
-    return values
+    with np.errstate(over="ignore"):  # overflow shows up as inf just below
+        narrowed = values.astype(np.float32)
+    bad = ~np.isfinite(narrowed)
+    if bad.any():
+        row_at, column_at = (int(i) for i in np.argwhere(bad)[0])
+        raise UploadError(f"line {lines[row_at]}: column {names[column_at]!r}: "
+                          f"{rows[row_at][column_at].strip()!r} is beyond float32's range")
+    return narrowed
 
 
 def _parse_labels(labels: list[str], lines: list[int], target: str) -> np.ndarray:
@@ -364,7 +424,7 @@ def _features(array: np.ndarray, key: str, *, min_rows: int) -> np.ndarray:
     if array.shape[1] < 1:
         raise UploadError(f"{key}: needs at least one feature column")
     with np.errstate(over="ignore"):  # overflow shows up as inf just below
-        converted = array.astype(np.float32)
+        converted = array.astype(np.float32, copy=False)  # a CSV's X is float32 already
     bad = ~np.isfinite(converted)
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
