@@ -5,7 +5,7 @@ is acknowledged only after its job ran, and a worker holds one message at a time
 same job twice at once is prevented by the database claim, not by the broker.
 
 Each worker's main process also runs the reconciler (worker/reconciler.py) from `worker_ready`
-to `worker_shutdown`, and every training process limits BLAS to `blas_threads` threads.
+until the worker starts shutting down, and every training process limits BLAS to `blas_threads` threads.
 See docs/reliability.md.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from service.config import Settings, get_settings
 from service.queue import Enqueuer, celery_client
@@ -92,6 +92,8 @@ def _start_reconciler(**_kwargs) -> None:
     from worker.reconciler import Reconciler, ReconcilerThread
 
     settings = get_settings()
+    if _reconciler is not None:  # worker_ready comes once per worker; never run two sweepers
+        return
     if settings.reconcile_interval_seconds <= 0:
         log.info("reconciler off (RECONCILE_INTERVAL_SECONDS=0)")
         return
@@ -108,6 +110,7 @@ def _start_reconciler(**_kwargs) -> None:
              settings.reconcile_interval_seconds, settings.requeue_after_seconds)
 
 
+@worker_shutting_down.connect  # at once: no re-sends for this worker to take while it drains
 @worker_shutdown.connect
 def _stop_reconciler(**_kwargs) -> None:
     global _reconciler

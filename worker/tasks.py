@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import uuid
 
@@ -10,6 +11,7 @@ from celery.signals import worker_process_init
 from service.config import get_settings
 from service.queue import TRAIN_TASK
 from service.store import Store
+from worker import training
 from worker.app import app
 from worker.training import run_job
 
@@ -31,12 +33,45 @@ def set_process_store(store: Store | None) -> None:
     _store, _store_pid = store, (os.getpid() if store is not None else None)
 
 
+_pool_child_pid: int | None = None  # set in Celery's prefork children, where jobs train
+_handoff_pid: int | None = None
+
+
 @worker_process_init.connect
 def _forget_parent_store(**_kwargs) -> None:
-    global _store, _store_pid
+    global _store, _store_pid, _pool_child_pid
     if _store is not None:
         _store.dispose(close=False)  # the parent's connections are the parent's to close
     _store, _store_pid = None, None
+    _pool_child_pid = os.getpid()
+
+
+def _hand_back_on_sigterm(previous):
+    """SIGTERM to a pool child while it trains (a warm shutdown of the worker's process group, as
+    systemd or Kubernetes send): stop between batches and hand the job back instead of dying
+    mid-epoch. When idle, or at a second SIGTERM, the pool's own handler runs (the child exits)."""
+
+    def handler(signum, frame) -> None:
+        if training.RUNNING.is_set() and not training.SHUTDOWN.is_set():
+            training.SHUTDOWN.set()
+            return
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    return handler
+
+
+def _install_handoff() -> None:
+    """Once per pool child, at its first task: billiard sets its own SIGTERM handler after
+    worker_process_init, so installing it there would be undone."""
+    global _handoff_pid
+    if _pool_child_pid != os.getpid() or _handoff_pid == os.getpid():
+        return  # solo pool or tests: SIGTERM stays Celery's warm shutdown
+    signal.signal(signal.SIGTERM, _hand_back_on_sigterm(signal.getsignal(signal.SIGTERM)))
+    _handoff_pid = os.getpid()
 
 
 def new_worker_id() -> str:
@@ -46,5 +81,6 @@ def new_worker_id() -> str:
 
 @app.task(name=TRAIN_TASK, bind=True)
 def train_job(self, job_id: str) -> str:
+    _install_handoff()
     store = process_store()
     return run_job(store, job_id, worker_id=new_worker_id(), lease_seconds=store.settings.lease_seconds)

@@ -7,6 +7,9 @@ Outcomes (status / stop_reason):
 - cancelled (requested through the API) → cancelled, no model; the checkpoints stay;
 - diverged → failed, error "training diverged at epoch N", no model;
 - any exception → failed, stop_reason error, error "<ExceptionType>: <message>".
+- shutdown (SIGTERM to a training process while it trains, see worker/app.py) → the job is handed
+  back (queued again, the attempt not counted; or cancelled if a cancel was requested) and the
+  next worker resumes it from its latest checkpoint.
 A worker that lost its lease (another delivery took the job over) stops quietly, writing nothing;
 it notices between batches (StopPolicy) or at the next epoch end, whichever comes first. A
 database error (OperationalError: connection lost, server restarting) interrupts the run without
@@ -15,6 +18,7 @@ failing the job: the lease runs out and the reconciler resumes it from its lates
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +32,11 @@ from worker.datasets import load_dataset
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
 
 log = logging.getLogger(__name__)
+
+# Set by the SIGTERM handler of a training process while a job runs (worker/app.py): the run
+# stops between batches and hands the job back. RUNNING says whether a job is running.
+SHUTDOWN = threading.Event()
+RUNNING = threading.Event()
 
 CANCEL_POLL_SECONDS = 0.25  # how often should_stop asks the database; cancel lands within a second
 MAX_ERROR_CHARS = 2000
@@ -70,6 +79,8 @@ def outcome_of(stop_reason: str, stopped_epoch: int | None) -> Outcome:
         return Outcome("succeeded", stop_reason, keeps_model=True)
     if stop_reason == "cancelled":
         return Outcome("cancelled", "cancelled")
+    if stop_reason == "shutdown":
+        return Outcome("released", "shutdown")
     if stop_reason == "diverged":
         return Outcome("failed", "diverged", f"training diverged at epoch {stopped_epoch}")
     return Outcome("failed", "error", f"training stopped for an unknown reason: {stop_reason}")
@@ -87,8 +98,10 @@ class StopPolicy:
 
     def __init__(self, store: Store, job_id: str, max_runtime_seconds: float | None,
                  monotonic: Callable[[], float], poll_seconds: float = CANCEL_POLL_SECONDS, *,
-                 worker_id: str | None = None, lease_seconds: float | None = None):
+                 worker_id: str | None = None, lease_seconds: float | None = None,
+                 shutdown: threading.Event | None = None):
         self._store, self._job_id, self._monotonic, self._poll = store, job_id, monotonic, poll_seconds
+        self._shutdown = shutdown
         self._worker_id, self._lease_seconds = worker_id, lease_seconds
         start = monotonic()
         self._deadline = start + max_runtime_seconds if max_runtime_seconds else None
@@ -98,6 +111,8 @@ class StopPolicy:
         self.polls = self.renewals = 0
 
     def __call__(self) -> str | None:
+        if self._shutdown is not None and self._shutdown.is_set():
+            return "shutdown"
         now = self._monotonic()
         if self._deadline is not None and now >= self._deadline:
             return "max_runtime"
@@ -122,6 +137,15 @@ class StopPolicy:
 def run_job(store: Store, job_id: str, *, worker_id: str, lease_seconds: float,
             monotonic: Callable[[], float] = time.monotonic) -> str:
     """Run the job if this worker can claim it; returns what happened ("skipped" or the status)."""
+    SHUTDOWN.clear()
+    RUNNING.set()
+    try:
+        return _run_job(store, job_id, worker_id, lease_seconds, monotonic)
+    finally:
+        RUNNING.clear()
+
+
+def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, monotonic) -> str:
     claim = store.claim_job(job_id, worker_id, lease_seconds)
     if claim is None:
         log.info("job %s: not claimable (taken, finished or cancelled); skipping", job_id)
@@ -130,6 +154,10 @@ def run_job(store: Store, job_id: str, *, worker_id: str, lease_seconds: float,
              job_id, worker_id, claim.attempt, claim.resume_epoch)
     try:
         outcome, best_epoch, model = _train(store, claim, worker_id, lease_seconds, monotonic)
+        if outcome.status == "released":
+            status = store.release_job(job_id, worker_id)
+            log.info("job %s: shutting down; handed back (%s) for another worker to resume", job_id, status)
+            return "released" if status == "queued" else status
         model_path = model_sha256 = None
         if outcome.keeps_model:
             model_path = store.model_path(job_id)
@@ -179,6 +207,6 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
         return "cancelled" if ack.cancel_requested else None
 
     should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
-                             worker_id=worker_id, lease_seconds=lease_seconds)
+                             worker_id=worker_id, lease_seconds=lease_seconds, shutdown=SHUTDOWN)
     result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
     return outcome_of(result.stop_reason, result.stopped_epoch), result.best_epoch, trainer.model

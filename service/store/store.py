@@ -511,6 +511,31 @@ class Store:
             raise LeaseLost(f"job {job_id} is no longer held by {worker_id}")
         return bool(cancel)
 
+    def release_job(self, job_id: str, worker_id: str) -> str:
+        """Hand a held job back (its worker is shutting down cleanly): queued again, this attempt
+        not counted, so the next claim resumes from the latest checkpoint without using up
+        max_attempts. A job whose cancel was requested ends cancelled instead. Returns the new
+        status; raises LeaseLost."""
+        held = and_(JobRow.id == job_id, JobRow.lease_owner == worker_id, JobRow.status == "running")
+        with self.session_scope(write=True) as session:
+            released = session.execute(
+                update(JobRow).where(held, JobRow.cancel_requested.is_(False))
+                .values(status="queued", attempt=JobRow.attempt - 1, lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if released:
+                self._checkpoint_policy.pop(job_id, None)
+                return "queued"
+            cancelled = session.execute(
+                update(JobRow).where(held, JobRow.cancel_requested.is_(True))
+                .values(status="cancelled", stop_reason="cancelled", finished_at=self._now(), lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if not cancelled:
+            raise LeaseLost(f"job {job_id} is no longer held by {worker_id}")
+        self._checkpoint_policy.pop(job_id, None)
+        return "cancelled"
+
     def finish_job(self, job_id: str, worker_id: str, *, status: str, stop_reason: str,
                    error: str | None = None, best_epoch: int | None = None,
                    model_path: Path | None = None, model_sha256: str | None = None) -> None:

@@ -14,7 +14,7 @@ from service.specs import DatasetInfo
 from service.store import LeaseLost, Store
 from tests.utils.db import SequentialIds
 from tests.utils.factories import create_job, job_spec
-from worker import tasks
+from worker import tasks, training
 from worker.app import create_app
 from worker.nn import load_model
 from worker.training import StopPolicy, run_job, train_config
@@ -369,3 +369,33 @@ def test_a_database_outage_interrupts_the_run_without_failing_the_job(store, mon
     assert run(store, job.id) == "interrupted"
     held = store.get_job(job.id)
     assert (held.status, held.error, held.progress.epoch) == ("running", None, 2)  # resumed when the lease expires
+
+
+def test_shutdown_hands_the_job_back_and_the_next_run_resumes_it_exactly(store, monkeypatch):
+    options = dict(builtin="digits", epochs=6, batch_size=32, checkpoint={"every_epochs": 2},
+                   model={"hidden_layers": [{"units": 16}]})
+    straight = create_job(store, **options)
+    assert run(store, straight.id) == "succeeded"
+
+    job = create_job(store, **options)
+    record = store.record_epoch
+
+    def sigterm_after_epoch_3(job_id, worker_id, metrics, **kwargs):
+        ack = record(job_id, worker_id, metrics, **kwargs)
+        if metrics.epoch == 3:
+            training.SHUTDOWN.set()  # what the SIGTERM handler does (worker/app.py)
+        return ack
+
+    monkeypatch.setattr(store, "record_epoch", sigterm_after_epoch_3)
+    assert run(store, job.id) == "released"
+    assert not training.RUNNING.is_set()
+    handed_back = store.get_job(job.id)
+    assert (handed_back.status, handed_back.attempt, handed_back.progress.epoch) == ("queued", 0, 3)
+    monkeypatch.setattr(store, "record_epoch", record)
+
+    assert run(store, job.id, worker="w2") == "succeeded"  # SHUTDOWN is per run: cleared at the start
+    done = store.get_job(job.id)
+    assert (done.attempt, [row.epoch for row in store.history(job.id)]) == (1, list(range(1, 7)))
+    resumed, reference = model_arrays(store.model_file(job.id)[0]), model_arrays(store.model_file(straight.id)[0])
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key])

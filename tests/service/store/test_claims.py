@@ -202,3 +202,28 @@ def test_cancel_requested_checks_the_lease_when_given_a_worker(store, clock):
     store.finish_job(job.id, "w2", status="succeeded", stop_reason="completed")
     with pytest.raises(LeaseLost):
         store.cancel_requested(job.id, "w2")  # finished: nobody holds it
+
+
+def test_release_job_queues_it_again_without_counting_the_attempt(store, clock):
+    job = create_job(store, epochs=10, checkpoint={"every_epochs": 2})
+    store.claim_job(job.id, "w1", LEASE)
+    run_epochs(store, job.id, "w1", range(1, 4), every=2)
+    with pytest.raises(LeaseLost):
+        store.release_job(job.id, "w2")
+    assert store.release_job(job.id, "w1") == "queued"
+    released = store.get_job(job.id)
+    assert (released.status, released.attempt, released.progress.epoch) == ("queued", 0, 3)
+    with pytest.raises(LeaseLost):
+        store.record_epoch(job.id, "w1", epoch_metrics(4), is_best=False, lease_seconds=LEASE)
+    claim = store.claim_job(job.id, "w2", LEASE)  # at once: no lease to wait for
+    assert (claim.attempt, claim.resume_epoch) == (1, 2)
+    assert [row.epoch for row in store.history(job.id)] == [1, 2]
+
+
+def test_release_job_with_a_cancel_requested_ends_it_cancelled(store):
+    job = create_job(store)
+    store.claim_job(job.id, "w1", LEASE)
+    store.request_cancel(job.id)
+    assert store.release_job(job.id, "w1") == "cancelled"
+    done = store.get_job(job.id)
+    assert (done.status, done.stop_reason, done.attempt) == ("cancelled", "cancelled", 1)
