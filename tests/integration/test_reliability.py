@@ -55,6 +55,15 @@ def worker_log(stack, name: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def wait_until_ready(stack, *names: str, timeout: float = 60) -> None:
+    """Until each worker's consumer is up (Celery logs "<node> ready.")."""
+    deadline = time.monotonic() + timeout
+    while not all(re.search(r"@\S+ ready\.", worker_log(stack, name)) for name in names):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers {names} not ready in {timeout}s\n{stack.logs()}")
+        time.sleep(0.1)
+
+
 def claims(log: str, job_id: str) -> list[int]:
     """The `resuming after epoch N` of each claim of the job in a worker log."""
     return [int(n) for n in re.findall(rf"job {job_id}: claimed by \S+, attempt \d+, resuming after epoch (\d+)", log)]
@@ -144,9 +153,10 @@ def test_the_same_job_delivered_twice_at_once_runs_once(kind, tmp_path):
         settings = stack_settings(stack)
         store = Store(settings)
         resources.callback(store.dispose)
-        job = create_job(store, builtin="digits", epochs=12, **SLOW_EPOCHS)
         enqueuer = Enqueuer(celery_client(settings))
         resources.callback(enqueuer.close)
+        wait_until_ready(stack, "worker0", "worker1")  # both idle: each takes one message
+        job = create_job(store, builtin="digits", epochs=12, **SLOW_EPOCHS)
         enqueuer.enqueue(job.id)
         enqueuer.enqueue(job.id)  # two messages, one task id; each idle worker takes one
 
