@@ -36,7 +36,9 @@ TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a value must have the schema's type (no "5" or true for an integer, no 0 or "yes"
+    # for a boolean); an integer still passes for a number
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ---------------------------------------------------------------- job spec
@@ -184,7 +186,7 @@ class CheckpointSpec(Spec):
 
 class JobSpec(Spec):
     model_config = ConfigDict(
-        extra="forbid",
+        extra="forbid", strict=True,
         json_schema_extra={
             "examples": [{
                 "name": "digits-mlp", "tags": ["demo"],

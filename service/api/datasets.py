@@ -16,8 +16,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_res
 
 @router.post(
     "", status_code=201, response_model=DatasetPublic,
-    responses={400: {"model": UploadProblem, "description": "malformed upload; `detail` gives the reason "
-                     "(and the CSV line)"},
+    responses={400: {"model": UploadProblem | Message, "description": "malformed upload; `detail` gives the "
+                     "reason (and the CSV line), `field` the form field; or a body that is not multipart at all"},
                413: {"model": UploadProblem | Message, "description": "the upload exceeds MAX_UPLOAD_BYTES or "
                      "MAX_DATASET_ROWS (see GET /v1/limits)"}},
 )
@@ -27,9 +27,10 @@ def upload_dataset(
     owner: OwnerDep,
     response: Response,
     file: Annotated[UploadFile, File(description=".npz with X, y (optional X_val, y_val), or .csv with a header")],
-    target: Annotated[str | None, Form(description=".csv only: the label column's name", examples=["label"])] = None,
-    name: Annotated[str | None, Form(max_length=200, description="default: the file name without extension")] = None,
-    task: Annotated[Task | None, Form(description="override the inferred task")] = None,
+    # optional, but a string when given: a form field cannot carry a null, so the schema offers none
+    target: Annotated[str, Form(description=".csv only: the label column's name", examples=["label"])] = None,
+    name: Annotated[str, Form(max_length=200, description="default: the file name without extension")] = None,
+    task: Annotated[Task, Form(description="override the inferred task")] = None,
 ) -> DatasetPublic:
     """Validate the whole upload first; nothing is stored unless it is accepted."""
     parsed = parse_upload(file.file, filename=file.filename, target=target, task=task,

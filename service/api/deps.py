@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.auth import CHALLENGE, OWNER_STATE_KEY
+from service.api.openapi import query_parameters
 from service.config import Settings
 from service.queue import Enqueuer
 from service.store import Store
@@ -43,6 +45,24 @@ def get_owner(request: Request,
         # unreachable behind BearerAuth; refuse rather than serve every owner's data if it is missing
         raise HTTPException(401, detail="an API key is required", headers={"WWW-Authenticate": CHALLENGE})
     return owner
+
+
+def strict_query(request: Request) -> None:
+    """Refuse unknown and repeated query parameters (422): `?stauts=queued` silently ignored, or
+    the last of `?status=queued&status=failed` silently taken, would answer another question."""
+    known = query_parameters(request.app, request.method, request.url.path)
+    errors = []
+    for key in dict.fromkeys(request.query_params.keys()):
+        values = request.query_params.getlist(key)
+        if known is not None and key not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            errors.append({"type": "unknown_parameter", "loc": ("query", key),
+                           "msg": f"unknown query parameter (known: {allowed})", "input": values[-1]})
+        elif len(values) > 1:
+            errors.append({"type": "multiple_values", "loc": ("query", key), "msg": "give this parameter once",
+                           "input": values})
+    if errors:
+        raise RequestValidationError(errors)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

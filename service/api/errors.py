@@ -7,16 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.openapi import operations_for
 from service.specs import SpecMismatch
 from service.store import Conflict, InvalidCursor, NotFound, QueueFull
 from service.uploads import UploadError
 
 
 class Message(BaseModel):
-    """The body of 401, 404, 409, 413 and 429 answers."""
+    """The body of 400, 401, 404, 409, 413 and 429 answers."""
 
     detail: str = Field(examples=["job 'f00' not found"])
 
@@ -30,6 +33,7 @@ class UploadProblem(Message):
 def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries with a model: error_responses(404, 409, _409="the job has no model")."""
     defaults = {
+        400: "the body could not be read (not UTF-8, or broken framing)",
         401: "no API key, or one that is unknown or revoked (`WWW-Authenticate: Bearer`)",
         404: "not found, or owned by someone else",
         409: "the resource is not in a state that allows this",
@@ -47,6 +51,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SpecMismatch, _spec_mismatch)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+
+
+async def _http_exception(request: Request, error: StarletteHTTPException):
+    if error.status_code == 405:
+        # Starlette's Allow names the methods of the first route matching the path only, and GET
+        # and POST /v1/jobs are two routes: answer with every method the schema has for the path
+        allowed = sorted(operations_for(request.app, request.url.path))
+        if allowed:
+            error.headers = {**(error.headers or {}), "Allow": ", ".join(allowed)}
+    return await http_exception_handler(request, error)
 
 
 async def _not_found(request: Request, error: NotFound) -> JSONResponse:

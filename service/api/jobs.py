@@ -34,7 +34,7 @@ NOT_FOUND = error_responses(404, _404="no such job (or another owner's)")
 
 @router.post(
     "", status_code=202, response_model=JobPublic,
-    responses={**error_responses(404, 413, 429, _404="unknown dataset (or another owner's)"),
+    responses={**error_responses(400, 404, 413, 429, _404="unknown dataset (or another owner's)"),
                422: {"description": "invalid spec, a spec over one of this deployment's caps "
                      "(type `limit_exceeded`, see GET /v1/limits), or one that cannot fit its dataset "
                      "(type `spec_mismatch`)"}},
