@@ -110,7 +110,14 @@ def _start_reconciler(**_kwargs) -> None:
              settings.reconcile_interval_seconds, settings.requeue_after_seconds)
 
 
-@worker_shutting_down.connect  # at once: no re-sends for this worker to take while it drains
+@worker_shutting_down.connect
+def _pause_reconciler(**_kwargs) -> None:
+    # at once (this runs in the signal handler, so no joining here): no more re-sends for a
+    # worker that is draining to take
+    if _reconciler is not None:
+        _reconciler.stop(wait=False)
+
+
 @worker_shutdown.connect
 def _stop_reconciler(**_kwargs) -> None:
     global _reconciler

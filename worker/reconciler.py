@@ -91,12 +91,16 @@ class ReconcilerThread:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, *, wait: bool = True) -> None:
+        """Stop sweeping; with wait, also join the thread and release its connections (on_stop)."""
         self._stopping.set()
+        if not wait:
+            return
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._on_stop is not None:
             self._on_stop()
+            self._on_stop = None
 
     def _run(self) -> None:
         while not self._stopping.is_set():

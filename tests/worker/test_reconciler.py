@@ -111,3 +111,28 @@ def test_a_broker_error_leaves_the_job_for_the_next_sweep(store, clock, monotoni
     assert reconciler.sweep() == []
     broker.up = True
     assert reconciler.sweep() == [job.id] and broker.sent == [job.id]  # no backoff for a send that failed
+
+
+def test_the_thread_sweeps_until_stopped_and_releases_its_connections_once(store, clock, monotonic, sent):
+    import time
+
+    from worker.reconciler import ReconcilerThread
+
+    job = create_job(store)
+    advance(clock, monotonic, REQUEUE_AFTER + 1)
+    closed = []
+    thread = ReconcilerThread(
+        Reconciler(store, sent.append, requeue_after_seconds=REQUEUE_AFTER, clock=clock, monotonic=monotonic),
+        0.01, on_stop=lambda: closed.append(True))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [job.id]
+    thread.stop(wait=False)  # what worker_shutting_down does: no further sweeps
+    advance(clock, monotonic, REQUEUE_AFTER * 100)  # the job would be due again
+    time.sleep(0.1)
+    assert sent == [job.id] and closed == []
+    thread.stop()
+    thread.stop()
+    assert closed == [True]
