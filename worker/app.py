@@ -82,6 +82,26 @@ def _limit_blas_in_main_process(**_kwargs) -> None:
     limit_blas_threads(get_settings().blas_threads)
 
 
+@worker_init.connect
+def _share_a_shutdown_flag(**_kwargs) -> None:
+    # created before the pool forks, so every training process sees the main process set it
+    import multiprocessing
+
+    from worker import training
+
+    training.WORKER_SHUTDOWN = multiprocessing.get_context("fork").Event()
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(how: str | None = None, **_kwargs) -> None:
+    # a warm shutdown waits for running tasks: make them hand their jobs back between batches
+    # instead of training to the end (SIGTERM to the main process alone: docker stop, Kubernetes)
+    from worker import training
+
+    if how == "Warm" and training.WORKER_SHUTDOWN is not None:
+        training.WORKER_SHUTDOWN.set()
+
+
 _reconciler = None  # the ReconcilerThread of this worker's main process
 
 

@@ -7,7 +7,7 @@ Outcomes (status / stop_reason):
 - cancelled (requested through the API) → cancelled, no model; the checkpoints stay;
 - diverged → failed, error "training diverged at epoch N", no model;
 - any exception → failed, stop_reason error, error "<ExceptionType>: <message>".
-- shutdown (SIGTERM to a training process while it trains, see worker/app.py) → the job is handed
+- shutdown (a warm shutdown of the worker, or SIGTERM to the training process) → the job is handed
   back (queued again, the attempt not counted; or cancelled if a cancel was requested) and the
   next worker resumes it from its latest checkpoint.
 A worker that lost its lease (another delivery took the job over) stops quietly, writing nothing;
@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -33,10 +34,17 @@ from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, Schedul
 
 log = logging.getLogger(__name__)
 
-# Set by the SIGTERM handler of a training process while a job runs (worker/app.py): the run
-# stops between batches and hands the job back. RUNNING says whether a job is running.
+# A run stops between batches and hands its job back when either is set: SHUTDOWN by this
+# process's SIGTERM handler (worker/tasks.py), WORKER_SHUTDOWN (a multiprocessing Event shared
+# with the worker's main process, worker/app.py) when the worker begins a warm shutdown.
+# RUNNING says whether a job is running in this process.
 SHUTDOWN = threading.Event()
+WORKER_SHUTDOWN: Any = None
 RUNNING = threading.Event()
+
+
+def shutdown_requested() -> bool:
+    return SHUTDOWN.is_set() or (WORKER_SHUTDOWN is not None and WORKER_SHUTDOWN.is_set())
 
 CANCEL_POLL_SECONDS = 0.25  # how often should_stop asks the database; cancel lands within a second
 MAX_ERROR_CHARS = 2000
@@ -99,7 +107,7 @@ class StopPolicy:
     def __init__(self, store: Store, job_id: str, max_runtime_seconds: float | None,
                  monotonic: Callable[[], float], poll_seconds: float = CANCEL_POLL_SECONDS, *,
                  worker_id: str | None = None, lease_seconds: float | None = None,
-                 shutdown: threading.Event | None = None):
+                 shutdown: Callable[[], bool] | None = None):
         self._store, self._job_id, self._monotonic, self._poll = store, job_id, monotonic, poll_seconds
         self._shutdown = shutdown
         self._worker_id, self._lease_seconds = worker_id, lease_seconds
@@ -111,7 +119,7 @@ class StopPolicy:
         self.polls = self.renewals = 0
 
     def __call__(self) -> str | None:
-        if self._shutdown is not None and self._shutdown.is_set():
+        if self._shutdown is not None and self._shutdown():
             return "shutdown"
         now = self._monotonic()
         if self._deadline is not None and now >= self._deadline:
@@ -207,6 +215,6 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
         return "cancelled" if ack.cancel_requested else None
 
     should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
-                             worker_id=worker_id, lease_seconds=lease_seconds, shutdown=SHUTDOWN)
+                             worker_id=worker_id, lease_seconds=lease_seconds, shutdown=shutdown_requested)
     result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
     return outcome_of(result.stop_reason, result.stopped_epoch), result.best_epoch, trainer.model

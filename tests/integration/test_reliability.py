@@ -124,14 +124,20 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_and_ends_as_an_uninterrupt
             np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
 
 
-def test_a_graceful_stop_of_all_workers_hands_the_running_job_to_the_next_one(tmp_path):
+@pytest.mark.parametrize("target", ["process_group", "main_process"])
+def test_a_graceful_stop_of_all_workers_hands_the_running_job_to_the_next_one(target, tmp_path):
     spec = {"dataset": {"builtin": "digits"}, "epochs": 30, "checkpoint": {"every_epochs": 3}, **SLOW_EPOCHS}
     with ExitStack() as resources:
         stack = start_stack("redis_postgres", tmp_path, resources)
         client = resources.enter_context(stack.client())
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
         assert wait_for_progress(client, job_id, 4)["status"] == "running"
-        stack.stop("worker0", signal.SIGTERM, timeout=30)  # warm shutdown of the process group, as systemd does
+        if target == "process_group":  # systemd
+            stack.stop("worker0", signal.SIGTERM, timeout=30)
+        else:  # docker stop, Kubernetes: PID 1 only
+            worker = stack.processes.pop("worker0")
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
 
         handed_back = client.get(f"/v1/jobs/{job_id}").json()
         assert (handed_back["status"], handed_back["attempt"]) == ("queued", 0), handed_back
