@@ -47,8 +47,8 @@ def _forget_parent_store(**_kwargs) -> None:
 
 
 def _hand_back_on_sigterm(previous):
-    """SIGTERM to a pool child while it trains (a warm shutdown of the worker's process group, as
-    systemd or Kubernetes send): stop between batches and hand the job back instead of dying
+    """SIGTERM to a pool child while it trains (a warm shutdown of the worker's whole process
+    group, as systemd sends): stop between batches and hand the job back instead of dying
     mid-epoch. When idle, or at a second SIGTERM, the pool's own handler runs (the child exits)."""
 
     def handler(signum, frame) -> None:

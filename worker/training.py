@@ -46,6 +46,7 @@ RUNNING = threading.Event()
 def shutdown_requested() -> bool:
     return SHUTDOWN.is_set() or (WORKER_SHUTDOWN is not None and WORKER_SHUTDOWN.is_set())
 
+
 CANCEL_POLL_SECONDS = 0.25  # how often should_stop asks the database; cancel lands within a second
 MAX_ERROR_CHARS = 2000
 

@@ -2,12 +2,14 @@
 (tests/integration/test_reliability.py runs it inside real workers against real brokers)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from service.store import Store
 from tests.utils.db import SequentialIds
 from tests.utils.factories import create_job
-from worker.reconciler import MAX_BACKOFF_STEPS, Reconciler
+from worker.reconciler import MAX_BACKOFF_STEPS, Reconciler, ReconcilerThread
 
 REQUEUE_AFTER = 60.0
 LEASE = 30.0
@@ -114,10 +116,6 @@ def test_a_broker_error_leaves_the_job_for_the_next_sweep(store, clock, monotoni
 
 
 def test_the_thread_sweeps_until_stopped_and_releases_its_connections_once(store, clock, monotonic, sent):
-    import time
-
-    from worker.reconciler import ReconcilerThread
-
     job = create_job(store)
     advance(clock, monotonic, REQUEUE_AFTER + 1)
     closed = []
