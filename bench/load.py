@@ -6,7 +6,8 @@ submits a small job, polls it every POLL_INTERVAL until it ends, and submits the
 accepted job is waited for (bounded by --drain-seconds) and checked in the database.
 
 Printed: requests by status, 5xx (must be 0), transport errors, jobs accepted and how they ended,
-any accepted job without a row or not terminal, submit and poll latency p50/p99, and for reference
+any accepted job without a row or not terminal, "database is locked" and ERROR lines in the
+service logs, submit and poll latency p50/p99, and for reference
 the p50 of GET /healthz sampled by one extra client during the same run (poll p50 / healthz p50).
 Exits 1 if any check fails. Not a test: the figures go to docs/load.md.
 """
@@ -190,6 +191,11 @@ def run(backend: str, clients: int, seconds: float, workers: int, drain_seconds:
         final = drain(stack.url, tally, drain_seconds)
         drain_took = time.monotonic() - drain_started
         rows = stored_jobs(database_url, list(tally.accepted))
+        logs = {log.name: log.read_text(errors="replace") for log in sorted((workdir / "stack").glob("*.log"))}
+
+    locked = sum(text.count("database is locked") for text in logs.values())
+    error_lines = {name: sum(" ERROR " in line or "Traceback" in line for line in text.splitlines())
+                   for name, text in logs.items()}
 
     missing_rows = sorted(set(tally.accepted) - set(rows))
     not_terminal = sorted(job_id for job_id in tally.accepted if rows.get(job_id) not in TERMINAL)
@@ -202,6 +208,7 @@ def run(backend: str, clients: int, seconds: float, workers: int, drain_seconds:
         "jobs_accepted": len(tally.accepted), "jobs_by_status": dict(outcome),
         "accepted_without_row": len(missing_rows), "accepted_not_terminal": len(not_terminal),
         "drain_seconds": round(drain_took, 1),
+        "database_is_locked": locked, "log_error_lines": error_lines,
         "submit_ms": ms_stats(tally.submit_seconds), "poll_ms": ms_stats(tally.poll_seconds),
         "healthz_ms": ms_stats(tally.health_seconds),
     }
@@ -218,11 +225,13 @@ def run(backend: str, clients: int, seconds: float, workers: int, drain_seconds:
         print(f"  poll p50 / healthz p50 = {ratio:.2f}")
         summary["poll_over_healthz_p50"] = round(float(ratio), 2)
     print(f"  jobs accepted {len(tally.accepted)}: {dict(outcome)}; drained in {drain_took:.1f} s")
+    print(f"  service logs: 'database is locked' x {locked}; ERROR/Traceback lines {error_lines}")
     checks = {
         "no 5xx": tally.server_errors() == 0,
         "no transport errors": not tally.transport_errors,
         "every accepted job has its row": not missing_rows,
         "every accepted job reached a terminal state": not not_terminal,
+        "no 'database is locked' in the service logs": locked == 0,
     }
     for name, passed in checks.items():
         print(f"  [{'ok' if passed else 'FAIL'}] {name}")
