@@ -16,6 +16,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from tests.utils.readme import run_model_snippet, run_snippet
 from tests.integration.harness import (
     fresh_redis,
     postgres_database,
@@ -61,26 +62,13 @@ def upload_npz(client, name: str, **arrays) -> dict:
     return response.json()
 
 
-def plain_numpy_predict(path_or_bytes) -> callable:
-    """What README shows: run a model file with NumPy alone."""
-    archive = np.load(io.BytesIO(path_or_bytes), allow_pickle=False)
-    meta = json.loads(str(archive["meta"]))
-    activations = {
-        "relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "linear": lambda z: z,
-        "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-        "softmax": lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True),
-    }
-
-    def predict(X):
-        pre = meta.get("preprocessing") or {}
-        if pre.get("mean") is not None:
-            X = (X - np.asarray(pre["mean"])) / np.asarray(pre["std"])
-        for i, layer in enumerate(meta["layers"]):
-            X = X @ archive[f"layers.{i}.weight"] + archive[f"layers.{i}.bias"]
-            X = activations[layer["activation"]](X)
-        return np.asarray(meta["classes"])[X.argmax(1)]
-
-    return predict
+def plain_numpy_predict(model_bytes: bytes, workdir):
+    """Run the downloaded model with the README's NumPy-only snippet; returns label predictions."""
+    path = workdir / "model.npz"
+    path.write_bytes(model_bytes)
+    meta = json.loads(str(np.load(path, allow_pickle=False)["meta"]))
+    source = run_model_snippet()
+    return lambda X: np.asarray(meta["classes"])[run_snippet(source, path, X).argmax(1)]
 
 
 def test_health_endpoints(client):
@@ -124,7 +112,7 @@ def test_digits_job_trains_and_its_model_runs_with_plain_numpy(client, stack, di
     model = client.get(f"/v1/jobs/{job['id']}/model")
     assert model.status_code == 200
     assert model.headers["x-model-sha256"] == hashlib.sha256(model.content).hexdigest()
-    predict = plain_numpy_predict(model.content)
+    predict = plain_numpy_predict(model.content, stack.workdir)
     accuracy = float((predict(X_test) == y_test).mean())
     assert accuracy >= 0.95, accuracy
 

@@ -4,7 +4,7 @@
     result = trainer.fit(on_epoch_end=..., should_stop=...)
     trainer.model.save("model.npz");  load_model("model.npz").predict(X)
 
-See docs/engine.md for the API, the model file format and the benchmark.
+See docs/engine.md for the API and README.md for the model file format and the benchmark.
 """
 from .callbacks import EpochEnd, FitResult
 from .config import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, TrainConfig

@@ -1,26 +1,12 @@
-"""The model file: round trip, format, and the plain-NumPy snippet in docs/engine.md."""
+"""The model file: round trip, format, and the plain-NumPy snippet in README.md."""
 import json
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.utils.readme import run_model_snippet as snippet, run_snippet
 from worker.nn import LayerConfig, Model, OptimizerConfig, TrainConfig, Trainer, load_model
 
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "engine.md"
-
-
-def snippet():
-    match = re.search(r"<!-- snippet: run-model -->\s*```python\n(.*?)```", DOCS.read_text(), re.S)
-    assert match, "docs/engine.md lost its run-model snippet"
-    return match.group(1)
-
-
-def run_snippet(source, path, X):
-    namespace = {"path": path, "X": X}
-    exec(compile(source, str(DOCS), "exec"), namespace)
-    return namespace["x"]
 
 
 def trained(loss, output, y_kind, hidden, seed=0, **overrides):
