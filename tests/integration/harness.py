@@ -1,24 +1,12 @@
 """Test-side policy around bench.stack: a missing Redis/PostgreSQL fails under CI=true, skips elsewhere."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
-import pytest
-
 from bench.stack import ServiceUnavailable, running_stack, wait_for_job  # noqa: F401 - re-exported
 from bench import stack as _stack
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _fail_or_skip(error: ServiceUnavailable):
-    if in_ci():
-        pytest.fail(str(error))
-    pytest.skip(str(error))
+from tests.utils.db import unavailable
 
 
 @contextmanager
@@ -27,14 +15,14 @@ def postgres_database() -> Iterator[str]:
         with _stack.postgres_database() as url:
             yield url
     except ServiceUnavailable as error:
-        _fail_or_skip(error)
+        unavailable(str(error))
 
 
 def fresh_redis() -> str:
     try:
         return _stack.fresh_redis()
     except ServiceUnavailable as error:
-        _fail_or_skip(error)
+        unavailable(str(error))
 
 
 @contextmanager
@@ -45,7 +33,7 @@ def private_redis(workdir) -> Iterator[_stack.RedisServer]:
     try:
         server.start()
     except ServiceUnavailable as error:
-        _fail_or_skip(error)
+        unavailable(str(error))
     try:
         yield server
     finally:
