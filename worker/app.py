@@ -58,12 +58,24 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
+EMBEDDED_BROKER_POLL_SECONDS = 0.2
+
+
 @worker_init.connect
-def _make_embedded_broker_folder(sender=None, **_kwargs) -> None:
-    # the embedded broker's file lives in ./data by default, which may not exist yet
+def _prepare_embedded_broker(sender=None, **_kwargs) -> None:
     url = str(sender.app.conf.broker_url) if sender is not None else ""
+    if not url.startswith("sqla+"):
+        return
     if url.startswith("sqla+sqlite:///"):
+        # the embedded broker's file lives in ./data by default, which may not exist yet
         Path(url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # With prefetch 1 and late acks a worker asks for its next message only after a poll
+    # interval, so kombu's default of 1 s caps it at about one job per second. kombu's
+    # SQLAlchemy transport hands every transport option to create_engine, so the documented
+    # `polling_interval` option cannot be used; set the transport's default in this process.
+    from kombu.transport import sqlalchemy as sqlalchemy_transport
+
+    sqlalchemy_transport.Transport.polling_interval = EMBEDDED_BROKER_POLL_SECONDS
 
 
 def limit_blas_threads(threads: int) -> None:
