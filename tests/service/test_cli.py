@@ -48,6 +48,15 @@ def backprop(*args: str) -> list[str]:
     return [sys.executable, "-m", "service.cli", *args]
 
 
+def start_api(env: dict, tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`backprop api` in its own session, logging to tmp_path/api.log; returns (process, url, log)."""
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        api = subprocess.Popen(backprop("api"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    return api, f"http://127.0.0.1:{env['PORT']}", log
+
+
 def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,11 +133,7 @@ def test_worker_execs_celery(env, tmp_path):
 
 def test_api_serves_until_sigterm(env, tmp_path):
     subprocess.run(backprop("db", "upgrade"), env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
-    log = tmp_path / "api.log"
-    with open(log, "wb") as out:
-        api = subprocess.Popen(backprop("api"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{env['PORT']}"
+    api, url, log = start_api(env, tmp_path)
     try:
         wait_until_ready(url, api, log)
         response = httpx.post(f"{url}/v1/jobs", json={"dataset": {"builtin": "xor"}, "epochs": 1})
@@ -206,11 +211,7 @@ def test_api_with_auth_takes_keys_from_the_cli(env, tmp_path):
     env = {**env, "AUTH_REQUIRED": "true"}
     subprocess.run(backprop("db", "upgrade"), env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     token = keys_cli(env, tmp_path, "create", "--owner", "alice").stdout.strip()
-    log = tmp_path / "api.log"
-    with open(log, "wb") as out:
-        api = subprocess.Popen(backprop("api"), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{env['PORT']}"
+    api, url, log = start_api(env, tmp_path)
     try:
         wait_until_ready(url, api, log)
         body = {"dataset": {"builtin": "xor"}, "epochs": 1}

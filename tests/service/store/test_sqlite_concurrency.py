@@ -19,20 +19,23 @@ EPOCHS = 60
 LEASE = 3600.0
 
 
-def _worker(settings, job_id: str, errors) -> None:
-    store = Store(settings)  # its own engine, as in a forked Celery child
+def _write_epochs(settings, job_id: str, errors, *, epochs: int, checkpoint_every: int, best_every: int) -> None:
+    """A worker's writes without the training: claim, epochs × (record_epoch + lease/cancel poll), finish.
+
+    Its own Store and engine, as in a forked Celery child; failures are reported to the parent."""
+    store = Store(settings)
     try:
-        worker_id = f"worker-{job_id}"
+        worker_id = f"writer-{job_id}"
         assert store.claim_job(job_id, worker_id, LEASE) is not None
-        for epoch in range(1, EPOCHS + 1):
+        for epoch in range(1, epochs + 1):
             checkpoint = None
-            if epoch % 5 == 0:
+            if epoch % checkpoint_every == 0:
                 checkpoint = store.checkpoint_path(job_id, epoch)
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 checkpoint.write_bytes(b"x" * 1000)
-            store.record_epoch(job_id, worker_id, epoch_metrics(epoch), is_best=epoch % 3 == 0,
+            store.record_epoch(job_id, worker_id, epoch_metrics(epoch), is_best=epoch % best_every == 0,
                                checkpoint_path=checkpoint, lease_seconds=LEASE)
-            store.cancel_requested(job_id)
+            store.cancel_requested(job_id, worker_id)
         store.finish_job(job_id, worker_id, status="succeeded", stop_reason="completed")
     except BaseException:  # noqa: BLE001 - reported to the parent
         errors.put(traceback.format_exc())
@@ -62,7 +65,8 @@ def test_api_and_workers_write_together(sqlite_database_url, settings_factory):
 
     context = multiprocessing.get_context("fork")
     errors = context.Queue()
-    processes = [context.Process(target=_worker, args=(settings, job.id, errors)) for job in jobs]
+    processes = [context.Process(target=_write_epochs, args=(settings, job.id, errors),
+                                 kwargs=dict(epochs=EPOCHS, checkpoint_every=5, best_every=3)) for job in jobs]
     processes.append(context.Process(target=_api, args=(settings, errors, 40)))
     for process in processes:
         process.start()
@@ -89,28 +93,6 @@ LOADED_WRITERS = 8
 LOADED_EPOCHS = 500
 
 
-def _epoch_writer(settings, job_id: str, errors) -> None:
-    """A worker's writes without the training: claim, 500 × (record_epoch + lease/cancel poll), finish."""
-    store = Store(settings)
-    try:
-        worker_id = f"writer-{job_id}"
-        assert store.claim_job(job_id, worker_id, LEASE) is not None
-        for epoch in range(1, LOADED_EPOCHS + 1):
-            checkpoint = None
-            if epoch % 50 == 0:
-                checkpoint = store.checkpoint_path(job_id, epoch)
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                checkpoint.write_bytes(b"x" * 1000)
-            store.record_epoch(job_id, worker_id, epoch_metrics(epoch), is_best=epoch % 7 == 0,
-                               checkpoint_path=checkpoint, lease_seconds=LEASE)
-            store.cancel_requested(job_id, worker_id)
-        store.finish_job(job_id, worker_id, status="succeeded", stop_reason="completed")
-    except BaseException:  # noqa: BLE001 - reported to the parent
-        errors.put(traceback.format_exc())
-    finally:
-        store.dispose()
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_eight_writers_while_the_api_serves_reads(tmp_path):
@@ -124,7 +106,8 @@ def test_eight_writers_while_the_api_serves_reads(tmp_path):
 
         context = multiprocessing.get_context("fork")
         errors = context.Queue()
-        writers = [context.Process(target=_epoch_writer, args=(settings, job_id, errors)) for job_id in jobs]
+        writers = [context.Process(target=_write_epochs, args=(settings, job_id, errors),
+                                      kwargs=dict(epochs=LOADED_EPOCHS, checkpoint_every=50, best_every=7)) for job_id in jobs]
         for writer in writers:
             writer.start()
         reads, bad_reads = 0, []
