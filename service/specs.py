@@ -33,6 +33,7 @@ StopReason = Literal["completed", "early_stopped", "diverged", "cancelled", "max
 BuiltinName = Literal["xor", "digits", "iris", "moons", "circles", "sine"]
 
 TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+BUILTIN_PREFIX = "builtin:"  # a built-in dataset's id is BUILTIN_PREFIX + its name
 
 
 class Spec(BaseModel):

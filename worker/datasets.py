@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import datasets as sk
 
-from service.specs import BUILTIN_DATASETS
+from service.specs import BUILTIN_DATASETS, BUILTIN_PREFIX
 
 BUILTIN_ROWS = 1000  # moons, circles, sine
 
@@ -83,8 +83,8 @@ def load_uploaded(path: Path) -> Dataset:
 
 def load_dataset(dataset_id: str, path: Path | None, seed: int) -> Dataset:
     """`builtin:<name>` ids are generated; anything else is read from `path`."""
-    if dataset_id.startswith("builtin:"):
-        return load_builtin(dataset_id.removeprefix("builtin:"), seed)
+    if dataset_id.startswith(BUILTIN_PREFIX):
+        return load_builtin(dataset_id.removeprefix(BUILTIN_PREFIX), seed)
     if path is None:
         raise ValueError(f"dataset {dataset_id} has no file")
     return load_uploaded(path)

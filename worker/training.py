@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from service.specs import EpochMetrics, JobSpec
-from service.store import LeaseLost, Store
+from service.store import CheckpointPolicy, LeaseLost, Store
 from service.store.files import file_sha256
 from worker.datasets import load_dataset
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
@@ -203,6 +203,7 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
         if trainer.epoch != claim.resume_epoch:
             raise RuntimeError(f"checkpoint holds epoch {trainer.epoch}, the job's history ends at {claim.resume_epoch}")
     every = spec.checkpoint.every_epochs
+    policy = CheckpointPolicy.of(spec)
 
     def on_epoch_end(end) -> str | None:
         checkpoint = None
@@ -212,7 +213,8 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
             end.trainer.save_checkpoint(checkpoint)
         metrics = EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
         ack = store.record_epoch(claim.job_id, worker_id, metrics, is_best=end.is_best,
-                                 checkpoint_path=checkpoint, lease_seconds=lease_seconds)
+                                 checkpoint_path=checkpoint, lease_seconds=lease_seconds,
+                                 checkpoint_policy=policy)
         return "cancelled" if ack.cancel_requested else None
 
     should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
 from service.api.errors import error_responses
 from service.specs import (
-    BUILTIN_DATASETS, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
+    BUILTIN_DATASETS, BUILTIN_PREFIX, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
     JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, resolve_spec,
 )
 from service.store import NotFound, Store
@@ -27,7 +27,6 @@ from service.store import NotFound, Store
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401))
 log = logging.getLogger(__name__)
 
-BUILTIN_PREFIX = "builtin:"
 HISTORY_COLUMNS = tuple(EpochMetrics.model_fields)  # epoch, train_loss, ..., lr, seconds
 NOT_FOUND = error_responses(404, _404="no such job (or another owner's)")
 

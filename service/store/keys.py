@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from service.store.errors import NotFound
 from service.store.models import ApiKeyRow
-from service.store.store import Store, utcnow
+from service.store.base import utcnow
+from service.store.store import Store
 
 TOKEN_PREFIX = "bpk"
 OWNER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")

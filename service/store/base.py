@@ -1,0 +1,80 @@
+"""What every part of the Store shares: settings, the database, the clock and id source.
+
+Each concern (datasets, API-side jobs, worker leases, checkpoints) is a mixin in its own
+module; `service.store.Store` puts them together. Every method is one transaction
+(`session_scope`); ORM rows never leave the package.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.store.db import Database
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_hex_id() -> str:
+    return uuid.uuid4().hex
+
+
+class StoreBase:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None,
+                 new_id: Callable[[], str] | None = None):
+        self.settings = settings
+        self.artifact_dir = Path(settings.artifact_dir).resolve()
+        self.max_attempts = settings.max_attempts
+        self._db = Database(settings.database_url)
+        self._clock = clock or utcnow
+        self._new_id = new_id or new_hex_id
+
+    @property
+    def engine(self):
+        return self._db.engine
+
+    @contextmanager
+    def session_scope(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: commits on success, rolls back on error (see service.store.db)."""
+        with self._db.session_scope(write=write) as session:
+            yield session
+
+    def dispose(self, *, close: bool = True) -> None:
+        self._db.dispose(close=close)
+
+    def ping(self) -> None:
+        """Raises if the database cannot answer."""
+        with self.session_scope() as session:
+            session.execute(text("SELECT 1"))
+
+    def _relative(self, path: Path) -> str:
+        absolute = Path(path).resolve()
+        try:
+            return absolute.relative_to(self.artifact_dir).as_posix()
+        except ValueError:
+            raise ValueError(f"{path} is outside ARTIFACT_DIR {self.artifact_dir}") from None
+
+    # artifact paths, built from ids only
+
+    def dataset_path(self, dataset_id: str) -> Path:
+        return self.artifact_dir / "datasets" / f"{dataset_id}.npz"
+
+    def checkpoint_path(self, job_id: str, epoch: int) -> Path:
+        return self.artifact_dir / "jobs" / job_id / "checkpoints" / f"epoch-{epoch:06d}.npz"
+
+    def model_path(self, job_id: str) -> Path:
+        return self.artifact_dir / "jobs" / job_id / "model.npz"
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the store's clock must return aware datetimes")
+        return now
