@@ -111,7 +111,7 @@ def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> str:
     from service.store import Store, upgrade
     from worker.nn import TrainConfig, LayerConfig, Trainer
 
-    settings = Settings(database_url=database_url, artifact_dir=workdir / "artifacts")
+    settings = Settings(database_url=database_url, artifact_url=str(workdir / "artifacts"))
     upgrade(settings)
     store = Store(settings)
     info = BUILTIN_DATASETS["digits"]

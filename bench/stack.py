@@ -125,6 +125,75 @@ def private_redis(workdir: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "backprop-test", "AWS_SECRET_ACCESS_KEY": "backprop-test",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server:
+    """An S3-compatible server on loopback: moto's server mode, in memory, on a free port."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._workdir = workdir
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        log = open(self._workdir / f"s3-{self.port}.log", "ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **S3_CREDENTIALS},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            try:
+                if httpx.get(f"{self.endpoint_url}/moto-api/", timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise ServiceUnavailable(f"moto's S3 server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"])
+
+    def new_bucket(self) -> str:
+        """A fresh bucket; returns its ARTIFACT_URL (s3://bucket/artifacts)."""
+        name = f"bp-{uuid.uuid4().hex[:12]}"
+        client = self.client()
+        client.create_bucket(Bucket=name)
+        client.close()
+        return f"s3://{name}/artifacts"
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to use this server as its artifact store."""
+        return {"S3_ENDPOINT_URL": self.endpoint_url, **S3_CREDENTIALS}
+
+
+@contextmanager
+def s3_server(workdir: Path) -> Iterator[S3Server]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = S3Server(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @dataclass
 class Stack:
     url: str
@@ -176,7 +245,7 @@ def running_stack(workdir: Path, database_url: str, broker_url: str, workers: in
         **os.environ,
         "DATABASE_URL": database_url,
         "BROKER_URL": broker_url,
-        "ARTIFACT_DIR": str(workdir / "artifacts"),
+        "ARTIFACT_URL": str(workdir / "artifacts"),
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "TRAINING_QUEUE": f"training-{uuid.uuid4().hex[:8]}",  # stacks sharing Redis never share a queue

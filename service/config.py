@@ -32,7 +32,24 @@ class Settings(BaseSettings):
 
     database_url: str = Field("sqlite:///./data/backprop.db", description="SQLAlchemy URL of the results database")
     broker_url: str = Field("sqla+sqlite:///./data/broker.db", description="Celery broker; redis://host:6379/0 in production")
-    artifact_dir: Path = Field(Path("./data/artifacts"), description="where datasets, checkpoints and models are written")
+    artifact_url: str = Field(
+        "./data/artifacts", min_length=1,
+        description="where datasets, checkpoints and models are kept: a folder (or file:///folder), or "
+        "s3://bucket/prefix for S3-compatible object storage (S3_ENDPOINT_URL, AWS_* credentials)")
+    s3_endpoint_url: str | None = Field(
+        None, description="endpoint of an S3-compatible server (MinIO, ...); unset: AWS S3")
+    download_url_seconds: int = Field(
+        0, ge=0, le=7 * 24 * 3600,
+        description="with S3 artifacts: answer model downloads with a redirect to a presigned URL valid "
+        "this long; 0 streams them through the API")
+    work_dir: Path | None = Field(
+        None, description="a private folder for temporary copies (downloads from S3, uploads being "
+        "spooled); unset: the system's temp folder. Never needs to be shared")
+    orphan_grace_seconds: float = Field(
+        3600.0, gt=0, description="an artifact no database row names is removed once it is this old "
+        "(a write whose row never committed)")
+    orphan_sweep_interval_seconds: float = Field(
+        900.0, ge=0, description="how often each worker's reconciler removes orphaned artifacts; 0 turns it off")
     host: str = Field("127.0.0.1", description="API bind address")
     port: int = Field(8000, ge=1, le=65535, description="API bind port")
     training_queue: str = Field("training", min_length=1, max_length=100,
@@ -70,6 +87,16 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")  # psycopg 3 driver
+        return value
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _known_artifact_store(cls, value: str) -> str:
+        scheme = value.partition("://")[0] if "://" in value else ""
+        if scheme not in ("", "file", "s3"):
+            raise ValueError("ARTIFACT_URL must be a folder, file:///folder or s3://bucket/prefix")
+        if scheme == "s3" and not value.removeprefix("s3://").strip("/"):
+            raise ValueError("ARTIFACT_URL s3://... must name a bucket")
         return value
 
     @property

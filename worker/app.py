@@ -135,7 +135,9 @@ def _start_reconciler(**_kwargs) -> None:
         enqueuer.close()
         store.dispose()
 
-    reconciler = Reconciler(store, enqueuer.enqueue, requeue_after_seconds=settings.requeue_after_seconds)
+    reconciler = Reconciler(store, enqueuer.enqueue, requeue_after_seconds=settings.requeue_after_seconds,
+                            orphan_sweep_seconds=settings.orphan_sweep_interval_seconds,
+                            orphan_grace_seconds=settings.orphan_grace_seconds)
     _reconciler = ReconcilerThread(reconciler, settings.reconcile_interval_seconds, on_stop=close)
     _reconciler.start()
     log.info("reconciler started: every %.1f s, queued jobs re-sent after %.1f s",

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn import datasets as sk
 
 from service.specs import BUILTIN_DATASETS, BUILTIN_PREFIX
+from service.store.artifacts import ArtifactStore
 
 BUILTIN_ROWS = 1000  # moons, circles, sine
 
@@ -81,10 +82,12 @@ def load_uploaded(path: Path) -> Dataset:
         return Dataset(data["X"], data["y"], data["X_val"] if has_val else None, data["y_val"] if has_val else None)
 
 
-def load_dataset(dataset_id: str, path: Path | None, seed: int) -> Dataset:
-    """`builtin:<name>` ids are generated; anything else is read from `path`."""
+def load_dataset(dataset_id: str, key: str | None, seed: int, artifacts: ArtifactStore) -> Dataset:
+    """`builtin:<name>` ids are generated; anything else is read from the artifact store (a local
+    copy for the load: np.load needs a seekable file, and an S3 object is not one)."""
     if dataset_id.startswith(BUILTIN_PREFIX):
         return load_builtin(dataset_id.removeprefix(BUILTIN_PREFIX), seed)
-    if path is None:
+    if key is None:
         raise ValueError(f"dataset {dataset_id} has no file")
-    return load_uploaded(path)
+    with artifacts.local_copy(key) as path:
+        return load_uploaded(path)

@@ -43,11 +43,14 @@ class Reconciler:
     """One sweep at a time; `sweep()` returns the ids it sent."""
 
     def __init__(self, store: Store, enqueue: Callable[[str], None], *, requeue_after_seconds: float,
+                 orphan_sweep_seconds: float = 0.0, orphan_grace_seconds: float = 3600.0,
                  clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic):
         self._store, self._enqueue = store, enqueue
         self._requeue_after = requeue_after_seconds
         self._clock, self._monotonic = clock, monotonic
         self._sent: dict[str, Sent] = {}
+        self._orphan_sweep_seconds, self._orphan_grace = orphan_sweep_seconds, orphan_grace_seconds
+        self._next_orphan_sweep = monotonic()
 
     def forget_connections(self) -> None:
         """In a forked child: drop the parent's pooled database connections without closing them."""
@@ -74,7 +77,19 @@ class Reconciler:
             sent_now.append(job_id)
         if sent_now:
             log.info("reconciler: sent %d job(s) again: %s", len(sent_now), ", ".join(sent_now))
+        self.sweep_orphans_if_due()
         return sent_now
+
+    def sweep_orphans_if_due(self) -> list[str]:
+        """Every orphan_sweep_seconds (0: never): delete artifacts no row names (service.store.orphans)."""
+        now = self._monotonic()
+        if self._orphan_sweep_seconds <= 0 or now < self._next_orphan_sweep:
+            return []
+        self._next_orphan_sweep = now + self._orphan_sweep_seconds
+        removed = self._store.sweep_orphans(older_than_seconds=self._orphan_grace)
+        if removed:
+            log.info("reconciler: removed %d orphaned artifact(s): %s", len(removed), ", ".join(removed[:20]))
+        return removed
 
 
 class ReconcilerThread:

@@ -28,7 +28,6 @@ from sqlalchemy.exc import OperationalError
 
 from service.specs import EpochMetrics, JobSpec
 from service.store import CheckpointPolicy, LeaseLost, Store
-from service.store.files import file_sha256
 from worker.datasets import load_dataset
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
 
@@ -167,15 +166,10 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
             status = store.release_job(job_id, worker_id)
             log.info("job %s: shutting down; handed back (%s) for another worker to resume", job_id, status)
             return "released" if status == "queued" else status
-        model_path = model_sha256 = None
-        if outcome.keeps_model:
-            model_path = store.model_path(job_id)
-            model_path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(model_path)  # atomic: temp file, fsync, os.replace
-            model_sha256 = file_sha256(model_path)
+        # the object is complete before the row names it
+        stored = store.artifacts.write(store.model_key(job_id), model.save) if outcome.keeps_model else None
         store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
-                         error=outcome.error, best_epoch=best_epoch, model_path=model_path,
-                         model_sha256=model_sha256)
+                         error=outcome.error, best_epoch=best_epoch, model=stored)
         log.info("job %s: %s (%s)", job_id, outcome.status, outcome.stop_reason)
         return outcome.status
     except LeaseLost:
@@ -196,10 +190,11 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
 def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic):
     spec = claim.spec
     config = train_config(spec)
-    data = load_dataset(claim.dataset_id, claim.dataset_path, spec.seed)
+    data = load_dataset(claim.dataset_id, claim.dataset_key, spec.seed, store.artifacts)
     trainer = Trainer(config, data.X, data.y, X_val=data.X_val, y_val=data.y_val)
     if claim.resume_checkpoint is not None:
-        trainer.load_checkpoint(claim.resume_checkpoint)
+        with store.artifacts.local_copy(claim.resume_checkpoint) as path:
+            trainer.load_checkpoint(path)
         if trainer.epoch != claim.resume_epoch:
             raise RuntimeError(f"checkpoint holds epoch {trainer.epoch}, the job's history ends at {claim.resume_epoch}")
     every = spec.checkpoint.every_epochs
@@ -208,13 +203,11 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
     def on_epoch_end(end) -> str | None:
         checkpoint = None
         if end.epoch % every == 0 or end.epoch == config.epochs:
-            checkpoint = store.checkpoint_path(claim.job_id, end.epoch)
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            end.trainer.save_checkpoint(checkpoint)
+            # complete in the artifact store before the epoch's transaction names it
+            checkpoint = store.artifacts.write(store.checkpoint_key(claim.job_id, end.epoch), end.trainer.save_checkpoint)
         metrics = EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
         ack = store.record_epoch(claim.job_id, worker_id, metrics, is_best=end.is_best,
-                                 checkpoint_path=checkpoint, lease_seconds=lease_seconds,
-                                 checkpoint_policy=policy)
+                                 checkpoint=checkpoint, lease_seconds=lease_seconds, checkpoint_policy=policy)
         return "cancelled" if ack.cancel_requested else None
 
     should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,

@@ -4,6 +4,7 @@ and InvalidCursor 422 (in FastAPI's own 422 shape), UploadError 400/413.
 The response models below document those bodies in OpenAPI (`responses=` of each route)."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,8 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.openapi import operations_for
 from service.specs import SpecMismatch
-from service.store import Conflict, InvalidCursor, NotFound, QueueFull
+from service.store import ArtifactError, Conflict, InvalidCursor, NotFound, QueueFull
 from service.uploads import UploadError
+
+log = logging.getLogger(__name__)
 
 
 class Message(BaseModel):
@@ -51,6 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SpecMismatch, _spec_mismatch)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
+    app.add_exception_handler(ArtifactError, _artifact_missing)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
 
 
@@ -82,6 +86,13 @@ async def _spec_mismatch(request: Request, error: SpecMismatch) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": [{
         "type": error.type, "loc": ["body", *error.loc], "msg": error.message, "input": None,
     }]})
+
+
+async def _artifact_missing(request: Request, error: ArtifactError) -> JSONResponse:
+    # a row names an object the artifact store cannot give: not the caller's fault, and not
+    # something a retry of the same request fixes before an operator looks
+    log.error("artifact missing for %s %s: %s", request.method, request.url.path, error)
+    return JSONResponse({"detail": f"the stored file is unavailable: {error}"}, status_code=503)
 
 
 async def _upload_error(request: Request, error: UploadError) -> JSONResponse:

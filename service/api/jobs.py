@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
 from service.api.errors import error_responses
@@ -22,7 +22,7 @@ from service.specs import (
     BUILTIN_DATASETS, BUILTIN_PREFIX, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
     JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, resolve_spec,
 )
-from service.store import NotFound, Store
+from service.store import ArtifactError, ArtifactStore, NotFound, Store, StoredObject
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401))
 log = logging.getLogger(__name__)
@@ -149,19 +149,40 @@ def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the model .npz",
                      "headers": {"X-Model-SHA256": {"description": "hex sha256 of the file",
                                                     "schema": {"type": "string"}}}},
+               307: {"description": "with S3 artifacts and DOWNLOAD_URL_SECONDS > 0: a presigned URL of the "
+                                    "file (the same X-Model-SHA256 and ETag headers)"},
                304: {"description": "`If-None-Match` holds the model's ETag: the copy you have is current"},
                **NOT_FOUND, **error_responses(409, _409="the job has no model (yet)")},
 )
-def download_model(job_id: str, store: StoreDep, owner: OwnerDep, request: Request) -> Response:
-    path, sha256 = store.model_file(job_id, owner=owner)
-    digest = base64.b64encode(bytes.fromhex(sha256)).decode()
-    etag = f'"{sha256}"'
-    headers = {"X-Model-SHA256": sha256, "ETag": etag, "Digest": f"sha-256={digest}",
+def download_model(job_id: str, store: StoreDep, owner: OwnerDep, settings: SettingsDep,
+                   request: Request) -> Response:
+    model = store.model_file(job_id, owner=owner)
+    filename = f"model-{job_id}.npz"
+    digest = base64.b64encode(bytes.fromhex(model.sha256)).decode()
+    etag = f'"{model.sha256}"'
+    headers = {"X-Model-SHA256": model.sha256, "ETag": etag, "Digest": f"sha-256={digest}",
                "Repr-Digest": f"sha-256=:{digest}:"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type="application/octet-stream", filename=f"model-{job_id}.npz",
-                        headers=headers)
+    return artifact_download(store.artifacts, model, filename, headers, settings.download_url_seconds)
+
+
+def artifact_download(artifacts: ArtifactStore, stored: StoredObject, filename: str, headers: dict[str, str],
+                      redirect_seconds: int) -> Response:
+    """The object as a download: a redirect to a presigned URL when the store offers one and the
+    deployment asks for it, the file itself from a local store, else streamed from the store."""
+    url = artifacts.download_url(stored.key, filename=filename, expires_seconds=redirect_seconds)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers=headers)
+    path = artifacts.local_path(stored.key)
+    if path is not None:
+        if not path.is_file():
+            raise ArtifactError(f"artifact {stored.key!r} is missing")
+        return FileResponse(path, media_type="application/octet-stream", filename=filename, headers=headers)
+    if stored.size_bytes is not None:
+        headers = {**headers, "Content-Length": str(stored.size_bytes)}
+    return StreamingResponse(artifacts.stream(stored.key), media_type="application/octet-stream",
+                             headers={**headers, "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic], responses=NOT_FOUND)

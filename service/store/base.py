@@ -10,12 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.store.artifacts import ArtifactStore, open_artifact_store
 from service.store.db import Database
 
 
@@ -31,9 +31,10 @@ class StoreBase:
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None,
                  new_id: Callable[[], str] | None = None):
         self.settings = settings
-        self.artifact_dir = Path(settings.artifact_dir).resolve()
         self.max_attempts = settings.max_attempts
         self._db = Database(settings.database_url)
+        self.artifacts: ArtifactStore = open_artifact_store(
+            settings.artifact_url, endpoint_url=settings.s3_endpoint_url, work_dir=settings.work_dir)
         self._clock = clock or utcnow
         self._new_id = new_id or new_hex_id
 
@@ -49,29 +50,27 @@ class StoreBase:
 
     def dispose(self, *, close: bool = True) -> None:
         self._db.dispose(close=close)
+        if close:
+            self.artifacts.close()
 
     def ping(self) -> None:
         """Raises if the database cannot answer."""
         with self.session_scope() as session:
             session.execute(text("SELECT 1"))
 
-    def _relative(self, path: Path) -> str:
-        absolute = Path(path).resolve()
-        try:
-            return absolute.relative_to(self.artifact_dir).as_posix()
-        except ValueError:
-            raise ValueError(f"{path} is outside ARTIFACT_DIR {self.artifact_dir}") from None
+    # artifact keys, built from ids only
 
-    # artifact paths, built from ids only
+    @staticmethod
+    def dataset_key(dataset_id: str) -> str:
+        return f"datasets/{dataset_id}.npz"
 
-    def dataset_path(self, dataset_id: str) -> Path:
-        return self.artifact_dir / "datasets" / f"{dataset_id}.npz"
+    @staticmethod
+    def checkpoint_key(job_id: str, epoch: int) -> str:
+        return f"jobs/{job_id}/checkpoints/epoch-{epoch:06d}.npz"
 
-    def checkpoint_path(self, job_id: str, epoch: int) -> Path:
-        return self.artifact_dir / "jobs" / job_id / "checkpoints" / f"epoch-{epoch:06d}.npz"
-
-    def model_path(self, job_id: str) -> Path:
-        return self.artifact_dir / "jobs" / job_id / "model.npz"
+    @staticmethod
+    def model_key(job_id: str) -> str:
+        return f"jobs/{job_id}/model.npz"
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -26,10 +26,10 @@ def stored_policy(session: Session, job_id: str) -> CheckpointPolicy:
 
 
 def prune_checkpoints(session: Session, job_id: str, policy: CheckpointPolicy) -> list[str]:
-    """Delete the rows the policy no longer keeps; return their artifact paths (relative), whose
-    files the caller removes after the commit."""
+    """Delete the rows the policy no longer keeps; return their artifact keys, whose objects the
+    caller removes after the commit."""
     rows = session.execute(
-        select(CheckpointRow.id, CheckpointRow.path, CheckpointRow.is_best)
+        select(CheckpointRow.id, CheckpointRow.key, CheckpointRow.is_best)
         .where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.epoch.desc())
     ).all()
     keep = {row.id for row in rows[:policy.keep_last]}
@@ -43,4 +43,4 @@ def prune_checkpoints(session: Session, job_id: str, policy: CheckpointPolicy) -
             delete(CheckpointRow).where(CheckpointRow.id.in_([row.id for row in doomed]))
             .execution_options(synchronize_session=False)
         )
-    return [row.path for row in doomed]
+    return [row.key for row in doomed]

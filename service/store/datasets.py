@@ -8,20 +8,22 @@ from sqlalchemy.orm import Session
 from service.specs import BUILTIN_DATASETS, BUILTIN_PREFIX, DatasetInfo, DatasetPublic
 from service.store.base import StoreBase
 from service.store.errors import NotFound
-from service.store.files import write_npz_atomic
 from service.store.models import DatasetRow
 
 
 class DatasetStore(StoreBase):
     def create_dataset(self, *, owner: str | None, name: str, info: DatasetInfo,
                        arrays: dict[str, np.ndarray]) -> DatasetPublic:
+        """Store the arrays (compressed), then commit the row that names them."""
+        for key, array in arrays.items():
+            if np.asarray(array).dtype.hasobject:
+                raise ValueError(f"array {key!r} has object dtype; only numeric or string arrays are stored")
         dataset_id = self._new_id()
-        path = self.dataset_path(dataset_id)
-        size, sha256 = write_npz_atomic(path, arrays)
+        stored = self.artifacts.write(self.dataset_key(dataset_id), lambda file: np.savez_compressed(file, **arrays))
         row = DatasetRow(
             id=dataset_id, owner=owner, name=name, rows=info.rows, features=info.features, task=info.task,
             classes=list(info.classes), outputs=info.outputs, has_validation=info.has_validation,
-            val_rows=info.val_rows, path=self._relative(path), size_bytes=size, sha256=sha256,
+            val_rows=info.val_rows, key=stored.key, size_bytes=stored.size_bytes, sha256=stored.sha256,
             created_at=self._now(),
         )
         try:
@@ -30,7 +32,7 @@ class DatasetStore(StoreBase):
                 session.flush()
                 public = dataset_public(row)
         except BaseException:
-            path.unlink(missing_ok=True)  # no row, no file
+            self.artifacts.delete(stored.key)  # no row, no object (else the orphan sweep takes it)
             raise
         return public
 

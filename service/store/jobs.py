@@ -1,12 +1,11 @@
 """Jobs as the API sees them: submit, read, list, history, cancel, checkpoints and the model."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from service.specs import BUILTIN_PREFIX, CheckpointPublic, EpochMetrics, JobPage, JobPublic, JobSpec
+from service.store.artifacts import StoredObject
 from service.store.base import StoreBase
 from service.store.cursors import decode_cursor, encode_cursor, rows_after
 from service.store.datasets import DatasetStore, builtin_public
@@ -152,13 +151,13 @@ class JobStore(DatasetStore, StoreBase):
                 for row in rows
             ]
 
-    def model_file(self, job_id: str, owner: str | None = None) -> tuple[Path, str]:
-        """(absolute path, sha256) of the job's model; Conflict while the job has none."""
+    def model_file(self, job_id: str, owner: str | None = None) -> StoredObject:
+        """The job's model object (key, size, sha256); Conflict while the job has none."""
         with self.session_scope() as session:
             row = self._job_row(session, job_id, owner)
-            if row.model_path is None or row.model_sha256 is None:
+            if row.model_key is None or row.model_sha256 is None:
                 raise Conflict(f"job {job_id} has no model (status {row.status})")
-            return self.artifact_dir / row.model_path, row.model_sha256
+            return StoredObject(row.model_key, row.model_size_bytes, row.model_sha256)
 
     def _job_row(self, session: Session, job_id: str, owner: str | None, *, refresh: bool = False) -> JobRow:
         query = select(JobRow).where(JobRow.id == job_id)

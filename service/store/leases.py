@@ -5,9 +5,9 @@ never write, and learns so from `LeaseLost`.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,13 +15,15 @@ from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.specs import BUILTIN_PREFIX, TERMINAL_STATUSES, EpochMetrics, JobSpec
+from service.store.artifacts import StoredObject
 from service.store.base import StoreBase
 from service.store.checkpoints import CheckpointPolicy, prune_checkpoints, stored_policy
 from service.store.errors import LeaseLost, NotFound
-from service.store.files import file_sha256
 from service.store.jobs import JobStore
 from service.store.models import CheckpointRow, DatasetRow, EpochMetricsRow, JobRow, UTCDateTime
 from service.store.rows import metrics_json, metrics_json_from_row, set_best
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,16 +31,16 @@ class ClaimedJob:
     job_id: str
     spec: JobSpec
     dataset_id: str
-    dataset_path: Path | None  # None for builtins
+    dataset_key: str | None  # artifact key of an uploaded dataset; None for builtins
     attempt: int
-    resume_checkpoint: Path | None  # absolute; None when training starts from scratch
+    resume_checkpoint: str | None  # artifact key of the latest checkpoint; None: start from scratch
     resume_epoch: int  # epochs already done (0 without a checkpoint)
 
 
 @dataclass(frozen=True)
 class EpochAck:
     cancel_requested: bool
-    pruned: list[Path] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)  # keys of the checkpoints removed
 
 
 def held(job_id: str, worker_id: str):
@@ -80,7 +82,7 @@ class LeaseStore(JobStore, StoreBase):
 
             row = self._job_row(session, job_id, None, refresh=True)
             latest = session.execute(
-                select(CheckpointRow.epoch, CheckpointRow.path).where(CheckpointRow.job_id == job_id)
+                select(CheckpointRow.epoch, CheckpointRow.key).where(CheckpointRow.job_id == job_id)
                 .order_by(CheckpointRow.epoch.desc()).limit(1)
             ).one_or_none()
             resume_epoch = latest.epoch if latest else 0
@@ -90,11 +92,11 @@ class LeaseStore(JobStore, StoreBase):
             )
             self._rewind_summary(session, row, resume_epoch)
 
-            dataset_path = None
+            dataset_key = None
             if not row.dataset_id.startswith(BUILTIN_PREFIX):
                 dataset = session.get(DatasetRow, row.dataset_id)
-                # a missing row/file fails the job in the worker, with the reason, rather than here
-                dataset_path = self.artifact_dir / dataset.path if dataset else self.dataset_path(row.dataset_id)
+                # a missing row/object fails the job in the worker, with the reason, rather than here
+                dataset_key = dataset.key if dataset else self.dataset_key(row.dataset_id)
             try:
                 spec = JobSpec.model_validate(row.spec)
             except ValidationError as error:  # e.g. caps tightened since the job was accepted
@@ -102,8 +104,8 @@ class LeaseStore(JobStore, StoreBase):
                 row.error = f"the stored job spec is no longer valid: {error}"
                 return None
             return ClaimedJob(
-                job_id=job_id, spec=spec, dataset_id=row.dataset_id, dataset_path=dataset_path,
-                attempt=row.attempt, resume_checkpoint=self.artifact_dir / latest.path if latest else None,
+                job_id=job_id, spec=spec, dataset_id=row.dataset_id, dataset_key=dataset_key,
+                attempt=row.attempt, resume_checkpoint=latest.key if latest else None,
                 resume_epoch=resume_epoch,
             )
 
@@ -136,18 +138,14 @@ class LeaseStore(JobStore, StoreBase):
         set_best(row, best.epoch if best else None, metrics_json_from_row(best) if best else None)
 
     def record_epoch(self, job_id: str, worker_id: str, metrics: EpochMetrics, *, is_best: bool,
-                     checkpoint_path: Path | None = None, lease_seconds: float,
+                     checkpoint: StoredObject | None = None, lease_seconds: float,
                      checkpoint_policy: CheckpointPolicy | None = None) -> EpochAck:
-        """One transaction: metrics row, progress, latest/best metrics, checkpoint row, lease renewal,
-        checkpoint pruning (by `checkpoint_policy`, else the job's stored spec). Pruned files are
-        unlinked after the commit. Raises LeaseLost."""
+        """One transaction: metrics row, progress, latest/best metrics, checkpoint row (an object
+        already complete in the artifact store), lease renewal, checkpoint pruning (by
+        `checkpoint_policy`, else the job's stored spec). Pruned objects are deleted after the
+        commit. Raises LeaseLost."""
         now = self._now()
         values = metrics_json(metrics)
-        checkpoint = None
-        if checkpoint_path is not None:
-            checkpoint_path = Path(checkpoint_path)
-            # hashed before the transaction so the write lock is held briefly
-            checkpoint = (self._relative(checkpoint_path), checkpoint_path.stat().st_size, file_sha256(checkpoint_path))
         with self.session_scope(write=True) as session:
             job_values: dict[str, Any] = dict(
                 progress_epoch=metrics.epoch, latest_metrics=values,
@@ -164,17 +162,23 @@ class LeaseStore(JobStore, StoreBase):
             if cancel is None:
                 raise lease_lost(job_id, worker_id)
             session.add(EpochMetricsRow(job_id=job_id, is_best=is_best, created_at=now, **values))
-            pruned: list[Path] = []
+            pruned: list[str] = []
             if checkpoint is not None:
-                relative, size, sha256 = checkpoint
-                session.add(CheckpointRow(job_id=job_id, epoch=metrics.epoch, path=relative, size_bytes=size,
-                                          sha256=sha256, is_best=is_best, created_at=now))
+                session.add(CheckpointRow(job_id=job_id, epoch=metrics.epoch, key=checkpoint.key,
+                                          size_bytes=checkpoint.size_bytes, sha256=checkpoint.sha256,
+                                          is_best=is_best, created_at=now))
                 session.flush()
-                policy = checkpoint_policy or stored_policy(session, job_id)
-                pruned = [self.artifact_dir / path for path in prune_checkpoints(session, job_id, policy)]
-        for path in pruned:
-            path.unlink(missing_ok=True)
+                pruned = prune_checkpoints(session, job_id, checkpoint_policy or stored_policy(session, job_id))
+        self.delete_objects(pruned)
         return EpochAck(cancel_requested=bool(cancel), pruned=pruned)
+
+    def delete_objects(self, keys: list[str]) -> None:
+        """Delete objects whose rows are gone; one that cannot be deleted now is left to the orphan sweep."""
+        for key in keys:
+            try:
+                self.artifacts.delete(key)
+            except Exception as error:  # noqa: BLE001 - the row is already gone: an orphan at worst
+                log.warning("could not delete artifact %s (%s); the orphan sweep will", key, error)
 
     def dispatchable_jobs(self, *, queued_before: datetime, limit: int = 100) -> list[str]:
         """Ids a reconciler should (re-)enqueue: queued since before `queued_before` (the message may
@@ -240,16 +244,15 @@ class LeaseStore(JobStore, StoreBase):
 
     def finish_job(self, job_id: str, worker_id: str, *, status: str, stop_reason: str,
                    error: str | None = None, best_epoch: int | None = None,
-                   model_path: Path | None = None, model_sha256: str | None = None) -> None:
-        """End a job this worker holds; raises LeaseLost otherwise (another delivery owns it now)."""
+                   model: StoredObject | None = None) -> None:
+        """End a job this worker holds; raises LeaseLost otherwise (another delivery owns it now).
+        `model` is an object already complete in the artifact store."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"finish_job needs a terminal status, not {status!r}")
-        if (model_path is None) != (model_sha256 is None):
-            raise ValueError("give model_path and model_sha256 together")
         values: dict[str, Any] = dict(status=status, stop_reason=stop_reason, error=error,
                                       finished_at=self._now(), lease_expires_at=None)
-        if model_path is not None:
-            values.update(model_path=self._relative(Path(model_path)), model_sha256=model_sha256)
+        if model is not None:
+            values.update(model_key=model.key, model_size_bytes=model.size_bytes, model_sha256=model.sha256)
         with self.session_scope(write=True) as session:
             finished = session.execute(
                 update(JobRow).where(held(job_id, worker_id))

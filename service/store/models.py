@@ -71,7 +71,7 @@ class DatasetRow(Base):
     outputs: Mapped[int] = mapped_column(Integer, default=1)
     has_validation: Mapped[bool] = mapped_column(Boolean, default=False)
     val_rows: Mapped[int] = mapped_column(Integer, default=0)
-    path: Mapped[str] = mapped_column(String(300))  # relative to ARTIFACT_DIR
+    key: Mapped[str] = mapped_column(String(300))  # of the object in the artifact store
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -107,7 +107,8 @@ class JobRow(Base):
     # copies of best_metrics' values, as columns so listing can order by them with an index
     best_val_loss: Mapped[float | None] = mapped_column(Float)
     best_val_accuracy: Mapped[float | None] = mapped_column(Float)
-    model_path: Mapped[str | None] = mapped_column(String(300))
+    model_key: Mapped[str | None] = mapped_column(String(300))  # of the object in the artifact store
+    model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -163,7 +164,7 @@ class CheckpointRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ID, ForeignKey("jobs.id", ondelete="CASCADE"))
     epoch: Mapped[int] = mapped_column(Integer)
-    path: Mapped[str] = mapped_column(String(300))  # relative to ARTIFACT_DIR
+    key: Mapped[str] = mapped_column(String(300))  # of the object in the artifact store
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)

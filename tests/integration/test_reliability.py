@@ -47,7 +47,7 @@ def start_stack(kind: str, workdir, resources: ExitStack, *, workers: int = 1, e
 
 def stack_settings(stack) -> Settings:
     return Settings(_env_file=None, database_url=stack.env["DATABASE_URL"], broker_url=stack.env["BROKER_URL"],
-                    artifact_dir=stack.env["ARTIFACT_DIR"], training_queue=stack.env["TRAINING_QUEUE"])
+                    artifact_url=stack.env["ARTIFACT_URL"], training_queue=stack.env["TRAINING_QUEUE"])
 
 
 def worker_log(stack, name: str) -> str:

@@ -36,7 +36,7 @@ def env(tmp_path) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": f"sqlite:///{tmp_path}/db/backprop.db",
         "BROKER_URL": f"sqla+sqlite:///{tmp_path}/broker/broker.db",
-        "ARTIFACT_DIR": str(tmp_path / "artifacts"),
+        "ARTIFACT_URL": str(tmp_path / "artifacts"),
         "HOST": "127.0.0.1",
         "PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",

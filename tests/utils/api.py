@@ -23,7 +23,7 @@ class Api:
         return take_training_messages(self.settings.broker_url)
 
     def stored_dataset_files(self) -> list[Path]:
-        return sorted((Path(self.settings.artifact_dir) / "datasets").glob("*"))
+        return sorted((Path(self.settings.artifact_url) / "datasets").glob("*"))
 
     def upload_npz(self, name: str = "upload", **arrays: np.ndarray):
         buffer = io.BytesIO()

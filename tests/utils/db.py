@@ -138,7 +138,7 @@ def settings_factory(tmp_path) -> Callable[..., Settings]:
         values = dict(
             database_url=f"sqlite:///{tmp_path / 'backprop.db'}",
             broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
-            artifact_dir=tmp_path / "artifacts",
+            artifact_url=str(tmp_path / "artifacts"),
         )
         values.update(overrides)
         return Settings(_env_file=None, **values)

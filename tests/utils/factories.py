@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, resolve_spec
-from service.store import Store
+from service.store import Store, StoredObject
 
 
 def job_spec(builtin: str = "xor", **overrides: Any) -> JobSpec:
@@ -26,3 +26,18 @@ def epoch_metrics(epoch: int, val_loss: float | None = None, **values: Any) -> E
                         val_loss=loss * 1.1 if val_loss is None else val_loss,
                         train_accuracy=values.pop("train_accuracy", 1 - loss / 2),
                         val_accuracy=values.pop("val_accuracy", 1 - loss / 1.8), lr=0.001, seconds=0.01, **values)
+
+
+def store_checkpoint(store: Store, job_id: str, epoch: int, content: bytes | None = None) -> StoredObject:
+    """An object in the artifact store where the worker would put the job's checkpoint for `epoch`."""
+    data = content if content is not None else f"checkpoint {job_id} {epoch}".encode()
+    return store.artifacts.write(store.checkpoint_key(job_id, epoch), lambda file: file.write(data))
+
+
+def store_model(store: Store, job_id: str, content: bytes) -> StoredObject:
+    return store.artifacts.write(store.model_key(job_id), lambda file: file.write(content))
+
+
+def read_object(store: Store, key: str) -> bytes:
+    with store.artifacts.open(key) as handle:
+        return handle.read()

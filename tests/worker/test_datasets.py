@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from service.specs import BUILTIN_DATASETS
+from service.store.artifacts import LocalArtifacts
 from worker.datasets import load_builtin, load_dataset, load_uploaded
 
 
@@ -66,12 +67,12 @@ def test_unknown_builtin():
 
 
 def test_uploaded_npz_with_validation(tmp_path):
-    path = tmp_path / "d.npz"
+    artifacts = LocalArtifacts(tmp_path)
     rng = np.random.default_rng(0)
     arrays = {"X": rng.normal(size=(10, 3)), "y": np.arange(10) % 2, "X_val": rng.normal(size=(4, 3)),
               "y_val": np.array([0, 1, 0, 1])}
-    np.savez(path, **arrays)
-    data = load_dataset("f" * 32, path, seed=0)
+    artifacts.write("datasets/d.npz", lambda file: np.savez_compressed(file, **arrays))
+    data = load_dataset("f" * 32, "datasets/d.npz", 0, artifacts)
     for key, value in arrays.items():
         np.testing.assert_array_equal(getattr(data, key), value)
 

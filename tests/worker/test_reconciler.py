@@ -2,13 +2,14 @@
 (tests/integration/test_reliability.py runs it inside real workers against real brokers)."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
 from service.store import Store
 from tests.utils.db import SequentialIds
-from tests.utils.factories import create_job
+from tests.utils.factories import create_job, epoch_metrics, store_checkpoint
 from worker.reconciler import MAX_BACKOFF_STEPS, Reconciler, ReconcilerThread
 
 REQUEUE_AFTER = 60.0
@@ -134,3 +135,33 @@ def test_the_thread_sweeps_until_stopped_and_releases_its_connections_once(store
     thread.stop()
     thread.stop()
     assert closed == [True]
+
+
+def test_orphaned_artifacts_are_swept_every_interval(store, clock, monotonic, sent):
+    reconciler = Reconciler(store, sent.append, requeue_after_seconds=REQUEUE_AFTER, orphan_sweep_seconds=900,
+                            orphan_grace_seconds=3600, clock=clock, monotonic=monotonic)
+    job = create_job(store, epochs=3)
+    store.claim_job(job.id, "w", LEASE)
+    named = store_checkpoint(store, job.id, 1)
+    store.record_epoch(job.id, "w", epoch_metrics(1), is_best=True, checkpoint=named, lease_seconds=LEASE)
+    orphan = store_checkpoint(store, job.id, 2)  # the worker died before epoch 2's transaction
+    for key in (named.key, orphan.key):  # written two hours ago, by the store's clock
+        stamp = (clock.now.timestamp() - 7200,) * 2
+        os.utime(store.artifacts.local_path(key), stamp)
+
+    assert reconciler.sweep_orphans_if_due() == [orphan.key]
+    assert store.artifacts.exists(named.key) and not store.artifacts.exists(orphan.key)
+    again = store_checkpoint(store, job.id, 2)
+    os.utime(store.artifacts.local_path(again.key), (clock.now.timestamp() - 7200,) * 2)
+    reconciler.sweep()
+    assert store.artifacts.exists(again.key)  # not due yet: 900 s between sweeps
+    monotonic.now += 901
+    reconciler.sweep()
+    assert not store.artifacts.exists(again.key)
+
+
+def test_the_orphan_sweep_is_off_by_default(store, reconciler):
+    orphan = store_checkpoint(store, create_job(store).id, 1)
+    os.utime(store.artifacts.local_path(orphan.key), (0, 0))
+    reconciler.sweep()
+    assert store.artifacts.exists(orphan.key)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 
 import numpy as np
@@ -13,7 +14,7 @@ from service.queue import TRAIN_TASK, TRAINING_QUEUE
 from service.specs import DatasetInfo
 from service.store import LeaseLost, Store
 from tests.utils.db import SequentialIds
-from tests.utils.factories import create_job, job_spec
+from tests.utils.factories import create_job, job_spec, read_object
 from worker import tasks, training
 from worker.app import create_app
 from worker.nn import load_model
@@ -22,10 +23,12 @@ from worker.training import StopPolicy, run_job, train_config
 LEASE = 30.0
 
 
-@pytest.fixture
-def store(sqlite_database_url, settings_factory, clock):
-    """One SQLite store (the task logic is database-agnostic; the store tests cover PostgreSQL)."""
-    store = Store(settings_factory(database_url=sqlite_database_url), clock=clock, new_id=SequentialIds())
+@pytest.fixture(params=["local", "s3"])
+def store(request, sqlite_database_url, settings_factory, clock):
+    """One SQLite store (the task logic is database-agnostic; the store tests cover PostgreSQL),
+    with artifacts in a local folder, then in S3 (moto's server on loopback)."""
+    make = settings_factory if request.param == "local" else request.getfixturevalue("s3_settings")
+    store = Store(make(database_url=sqlite_database_url), clock=clock, new_id=SequentialIds())
     yield store
     store.dispose()
 
@@ -45,8 +48,9 @@ def run(store, job_id, worker="w1", monotonic=None):
     return run_job(store, job_id, worker_id=worker, lease_seconds=LEASE, monotonic=monotonic or Ticks(0.0))
 
 
-def model_arrays(path):
-    with np.load(path, allow_pickle=False) as data:
+def model_arrays(store, job_id: str):
+    with store.artifacts.open(store.model_file(job_id).key) as handle, \
+            np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
 
 
@@ -68,9 +72,10 @@ def test_celery_task_runs_a_job_to_success(store):
     assert done.latest_metrics == history[-1] and done.best_metrics == history[done.best_epoch - 1]
     assert [c.epoch for c in store.list_checkpoints(job.id)] == [3, 4]  # every 3rd and the last
 
-    path, sha256 = store.model_file(job.id)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
-    model = load_model(path)
+    stored = store.model_file(job.id)
+    assert hashlib.sha256(read_object(store, stored.key)).hexdigest() == stored.sha256
+    with store.artifacts.local_copy(stored.key) as path:
+        model = load_model(path)
     from worker.datasets import load_builtin
 
     data = load_builtin("iris", 0)
@@ -119,7 +124,7 @@ def test_cancel_acknowledged_at_an_epoch_end(store, monkeypatch):
     done = store.get_job(job.id)
     assert (done.status, done.stop_reason, done.progress.epoch) == ("cancelled", "cancelled", 3)
     assert store.list_checkpoints(job.id)  # kept
-    assert not store.model_path(job.id).exists()
+    assert not store.artifacts.exists(store.model_key(job.id))
 
 
 def test_cancel_between_batches_stops_inside_the_epoch(store, monkeypatch):
@@ -174,11 +179,11 @@ def test_exceptions_end_the_job_failed_with_a_readable_message(store):
     spec = job_spec("xor")
     spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"builtin": None, "id": dataset.id})})
     job = store.create_job(owner=None, spec=spec, dataset_id=dataset.id)
-    store.dataset_path(dataset.id).unlink()
+    store.artifacts.delete(store.dataset_key(dataset.id))
     assert run(store, job.id) == "failed"
     done = store.get_job(job.id)
     assert done.status == "failed" and done.stop_reason == "error"
-    assert done.error.startswith("FileNotFoundError:") and dataset.id in done.error
+    assert done.error.startswith("ArtifactError:") and dataset.id in done.error
 
 
 def test_lease_lost_mid_run_stops_quietly(store, make_other_store, clock, monkeypatch):
@@ -232,7 +237,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(store, clock, monkeypa
     assert [row.epoch for row in resumed_history] == list(range(1, 7))
     for a, b in zip(resumed_history, straight_history):
         assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
-    resumed, reference = model_arrays(store.model_file(job.id)[0]), model_arrays(store.model_file(straight.id)[0])
+    resumed, reference = model_arrays(store, job.id), model_arrays(store, straight.id)
     assert resumed.keys() == reference.keys()
     for key in reference:
         np.testing.assert_array_equal(resumed[key], reference[key])
@@ -278,12 +283,12 @@ def test_module_app_registers_the_task():
 
 
 @pytest.fixture
-def make_other_store(sqlite_database_url, settings_factory, clock):
+def make_other_store(store, clock):
+    """Another process's Store on the same database and artifact store as `store`."""
     stores = []
 
     def make():
-        other = Store(settings_factory(database_url=sqlite_database_url), clock=clock,
-                      new_id=lambda: f"{next(counter):032x}")
+        other = Store(store.settings, clock=clock, new_id=lambda: f"{next(counter):032x}")
         stores.append(other)
         return other
 
@@ -396,6 +401,6 @@ def test_shutdown_hands_the_job_back_and_the_next_run_resumes_it_exactly(store, 
     assert run(store, job.id, worker="w2") == "succeeded"  # SHUTDOWN is per run: cleared at the start
     done = store.get_job(job.id)
     assert (done.attempt, [row.epoch for row in store.history(job.id)]) == (1, list(range(1, 7)))
-    resumed, reference = model_arrays(store.model_file(job.id)[0]), model_arrays(store.model_file(straight.id)[0])
+    resumed, reference = model_arrays(store, job.id), model_arrays(store, straight.id)
     for key in reference:
         np.testing.assert_array_equal(resumed[key], reference[key])

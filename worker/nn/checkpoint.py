@@ -1,49 +1,27 @@
-"""Atomic `.npz` files with a JSON `meta` entry, read back with allow_pickle=False."""
+"""`.npz` files with a JSON `meta` entry, read back with allow_pickle=False.
+
+The engine only serializes: `write_npz` writes into any binary file (a path or an open file).
+Durability (temp file, fsync, rename, or a complete upload) belongs to whoever stores the
+bytes: the service's artifact store (service/store/artifacts.py).
+"""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 META_KEY = "meta"
 
 
-def atomic_save_npz(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write arrays and `meta` (as a JSON string array) to `path`: temp file, fsync, os.replace."""
-    path = Path(path)
-    folder = path.parent
+def write_npz(target, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write arrays and `meta` (as a JSON string array) to `target`: a path or a binary file."""
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{META_KEY: np.array(json.dumps(meta))})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # makes the rename itself durable; not every platform can open a directory
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    np.savez(target, **arrays, **{META_KEY: np.array(json.dumps(meta))})
 
 
 def load_npz(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays and parsed meta of a file written by `atomic_save_npz`."""
+    """Arrays and parsed meta of a file written by `write_npz`."""
     with np.load(path, allow_pickle=False) as f:
         if META_KEY not in f.files:
             raise ValueError(f"{path}: no {META_KEY!r} entry; not a file written by this engine")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checkpoint import atomic_save_npz, load_npz
+from .checkpoint import load_npz, write_npz
 from .data import check_features, encode_targets, standardize_inplace
 from .metrics import predicted_classes
 from .network import BN_EPSILON, LayerSpec, Network, zeros_like_params
@@ -119,9 +119,9 @@ class Model:
                 np.copyto(net.buffers[k], v)
         return loss_sum / X.shape[0], grads
 
-    def save(self, path) -> None:
-        """Write the model file atomically."""
-        atomic_save_npz(path, self.network.state_arrays(), self.meta)
+    def save(self, target) -> None:
+        """Write the model file to `target` (a path or a binary file)."""
+        write_npz(target, self.network.state_arrays(), self.meta)
 
 
 def load_model(path) -> Model:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .callbacks import EpochEnd, FitResult
-from .checkpoint import atomic_save_npz, load_npz, strip_prefix, with_prefix
+from .checkpoint import load_npz, strip_prefix, with_prefix, write_npz
 from .config import TrainConfig
 from .data import prepare
 from .early_stopping import BestTracker, EarlyStopping
@@ -134,10 +134,10 @@ class Trainer:
         self.epoch = int(meta["epoch"])
         self.history = [dict(h) for h in meta["history"]]
 
-    def save_checkpoint(self, path) -> None:
-        """Write the whole training state atomically (temp file, fsync, os.replace)."""
+    def save_checkpoint(self, target) -> None:
+        """Write the whole training state to `target` (a path or a binary file)."""
         arrays, meta = self.state_dict()
-        atomic_save_npz(path, arrays, meta)
+        write_npz(target, arrays, meta)
 
     def load_checkpoint(self, path) -> None:
         """Restore the state saved by `save_checkpoint`; `fit` then continues exactly."""

@@ -11,7 +11,7 @@ import pytest
 
 from service.store import ApiKeys
 from tests.utils.api import job_body
-from tests.utils.factories import epoch_metrics
+from tests.utils.factories import epoch_metrics, read_object, store_checkpoint, store_model
 from tests.utils.uploads import classification_arrays, npz_bytes
 
 WORKER = "test-worker"
@@ -130,15 +130,11 @@ def alice_owns_everything(api, alice: str) -> dict[str, str]:
     job_id = job.json()["id"]
     assert api.store.claim_job(job_id, WORKER, lease_seconds=60) is not None
     for epoch in (1, 2):
-        path = api.store.checkpoint_path(job_id, epoch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, epoch=np.array(epoch))
-        api.store.record_epoch(job_id, WORKER, epoch_metrics(epoch), is_best=True, checkpoint_path=path,
+        checkpoint = store_checkpoint(api.store, job_id, epoch)
+        api.store.record_epoch(job_id, WORKER, epoch_metrics(epoch), is_best=True, checkpoint=checkpoint,
                                lease_seconds=60)
-    model = api.store.model_path(job_id)
-    np.savez(model, w=np.ones(2, np.float32))
-    api.store.finish_job(job_id, WORKER, status="succeeded", stop_reason="completed", best_epoch=2,
-                         model_path=model, model_sha256=hashlib.sha256(model.read_bytes()).hexdigest())
+    model = store_model(api.store, job_id, npz_bytes(w=np.ones(2, np.float32)))
+    api.store.finish_job(job_id, WORKER, status="succeeded", stop_reason="completed", best_epoch=2, model=model)
     return {"dataset": dataset["id"], "job": job_id}
 
 

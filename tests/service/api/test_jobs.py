@@ -12,7 +12,7 @@ import pytest
 from service.queue import TRAIN_TASK, Enqueuer, celery_client
 from service.specs import EpochMetrics
 from tests.utils.api import job_body
-from tests.utils.factories import epoch_metrics
+from tests.utils.factories import epoch_metrics, read_object, store_checkpoint, store_model
 from tests.utils.uploads import regression_arrays
 
 WORKER = "test-worker"
@@ -203,12 +203,8 @@ def run_epochs(api, job_id: str, epochs: list[EpochMetrics], *, checkpoints: boo
     """Do what a worker does, through the store's worker-side API."""
     assert api.store.claim_job(job_id, WORKER, lease_seconds=60) is not None
     for metrics in epochs:
-        path = None
-        if checkpoints:
-            path = api.store.checkpoint_path(job_id, metrics.epoch)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, epoch=np.array(metrics.epoch))
-        api.store.record_epoch(job_id, WORKER, metrics, is_best=True, checkpoint_path=path, lease_seconds=60)
+        checkpoint = store_checkpoint(api.store, job_id, metrics.epoch) if checkpoints else None
+        api.store.record_epoch(job_id, WORKER, metrics, is_best=True, checkpoint=checkpoint, lease_seconds=60)
 
 
 def test_list_filters(api):
@@ -309,16 +305,16 @@ def test_checkpoints_and_model_download(api, tmp_path):
 
     checkpoints = api.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()
     assert [c["epoch"] for c in checkpoints] == [1, 2]
-    first = api.store.checkpoint_path(job["id"], 1).read_bytes()
+    first = read_object(api.store, api.store.checkpoint_key(job["id"], 1))
     assert checkpoints[0]["sha256"] == hashlib.sha256(first).hexdigest()
     assert checkpoints[0]["size_bytes"] == len(first)
 
-    model_path = api.store.model_path(job["id"])
-    np.savez(model_path, **{"layers.0.weight": np.ones((2, 1), np.float32), "meta": np.array('{"v": 1}')})
-    content = model_path.read_bytes()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"layers.0.weight": np.ones((2, 1), np.float32), "meta": np.array('{"v": 1}')})
+    content = buffer.getvalue()
     sha256 = hashlib.sha256(content).hexdigest()
-    api.store.finish_job(job["id"], WORKER, status="succeeded", stop_reason="completed", best_epoch=2,
-                         model_path=model_path, model_sha256=sha256)
+    model = store_model(api.store, job["id"], content)
+    api.store.finish_job(job["id"], WORKER, status="succeeded", stop_reason="completed", best_epoch=2, model=model)
 
     response = api.client.get(f"/v1/jobs/{job['id']}/model")
     assert response.status_code == 200

@@ -206,7 +206,7 @@ def tree(root: Path, *, skip: Path) -> dict[str, int]:
 
 
 def test_hostile_names_never_choose_a_path(api, tmp_path):
-    artifacts = Path(api.settings.artifact_dir).resolve()
+    artifacts = Path(api.settings.artifact_url).resolve()
     before = tree(tmp_path, skip=artifacts)
     data = zip_bytes({"X.npy": npy_bytes(classification_arrays()["X"]),
                       "y.npy": npy_bytes(classification_arrays()["y"])})

@@ -16,7 +16,7 @@ def test_claim_queued_job(store):
     claim = store.claim_job(job.id, "w1", LEASE)
     assert claim is not None
     assert (claim.job_id, claim.attempt, claim.resume_epoch, claim.resume_checkpoint) == (job.id, 1, 0, None)
-    assert claim.spec == job.spec and claim.dataset_id == "builtin:xor" and claim.dataset_path is None
+    assert claim.spec == job.spec and claim.dataset_id == "builtin:xor" and claim.dataset_key is None
     running = store.get_job(job.id)
     assert running.status == "running" and running.attempt == 1 and running.started_at is not None
 
@@ -43,7 +43,7 @@ def test_expired_lease_resumes_from_latest_checkpoint(store, clock):
 
     claim = store.claim_job(job.id, "w2", LEASE)
     assert claim is not None and claim.attempt == 2
-    assert claim.resume_epoch == 4 and claim.resume_checkpoint == store.checkpoint_path(job.id, 4)
+    assert claim.resume_epoch == 4 and claim.resume_checkpoint == store.checkpoint_key(job.id, 4)
     assert [row.epoch for row in store.history(job.id)] == [1, 2, 3, 4]
     resumed = store.get_job(job.id)
     assert resumed.progress.epoch == 4 and resumed.latest_metrics.epoch == 4
@@ -109,9 +109,6 @@ def test_finish_job_validates_arguments(store):
     store.claim_job(job.id, "w1", LEASE)
     with pytest.raises(ValueError):
         store.finish_job(job.id, "w1", status="running", stop_reason="completed")
-    with pytest.raises(ValueError):
-        store.finish_job(job.id, "w1", status="succeeded", stop_reason="completed",
-                         model_path=store.model_path(job.id))
 
 
 def test_duplicate_epoch_is_refused_atomically(store):

@@ -30,7 +30,7 @@ def test_create_dataset_writes_file_and_row(store):
     created = store.create_dataset(owner="alice", name="tiny", info=INFO, arrays=arrays())
     assert created.source == "upload" and created.rows == 3 and created.classes == ["a", "b"]
     assert created.created_at is not None
-    path = store.dataset_path(created.id)
+    path = store.artifacts.local_path(store.dataset_key(created.id))
     with np.load(path, allow_pickle=False) as data:
         assert set(data.files) == {"X", "y"}
         np.testing.assert_array_equal(data["X"], arrays()["X"])
@@ -41,7 +41,7 @@ def test_create_dataset_writes_file_and_row(store):
     assert created.id not in [d.id for d in store.list_datasets(owner="bob")]
     with pytest.raises(NotFound):
         store.get_dataset(created.id, owner="bob")
-    assert not list(path.parent.glob(".*tmp*"))  # no temp files left behind
+    assert not list(path.parent.glob("*.tmp-*"))  # no temp files left behind
     assert len(hashlib.sha256(path.read_bytes()).hexdigest()) == 64
 
 
@@ -50,7 +50,7 @@ def test_failed_commit_leaves_no_file(store):
                                       has_validation=False, val_rows=0)
     with pytest.raises(Exception):
         store.create_dataset(owner=None, name="bad", info=bad, arrays=arrays())
-    assert not list((store.artifact_dir / "datasets").iterdir())
+    assert not list(store.artifacts.list("datasets/"))
     assert [d.source for d in store.list_datasets()] == ["builtin"] * len(BUILTIN_DATASETS)
 
 
@@ -71,4 +71,4 @@ def test_job_on_uploaded_dataset_claims_its_path(store):
         store.create_job(owner="bob", spec=spec, dataset_id=created.id)
     job = store.create_job(owner="alice", spec=spec, dataset_id=created.id)
     claim = store.claim_job(job.id, "w", 30)
-    assert claim.dataset_path == store.dataset_path(created.id)
+    assert claim.dataset_key == store.dataset_key(created.id)

@@ -3,30 +3,22 @@ from __future__ import annotations
 
 import hashlib
 import math
-from pathlib import Path
 
 import pytest
 
 from service.specs import EpochMetrics
 from service.store import Conflict, InvalidCursor, NotFound
-from tests.utils.factories import create_job, epoch_metrics, job_spec
+from tests.utils.factories import create_job, epoch_metrics, job_spec, read_object, store_checkpoint, store_model
 
 LEASE = 30.0
-
-
-def write_checkpoint(store, job_id: str, epoch: int) -> Path:
-    path = store.checkpoint_path(job_id, epoch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(f"checkpoint {job_id} {epoch}".encode())
-    return path
 
 
 def run_epochs(store, job_id: str, worker: str, epochs, *, every: int = 1, best=lambda epoch: True):
     acks = []
     for epoch in epochs:
-        checkpoint = write_checkpoint(store, job_id, epoch) if epoch % every == 0 else None
+        checkpoint = store_checkpoint(store, job_id, epoch) if epoch % every == 0 else None
         acks.append(store.record_epoch(job_id, worker, epoch_metrics(epoch), is_best=best(epoch),
-                                       checkpoint_path=checkpoint, lease_seconds=LEASE))
+                                       checkpoint=checkpoint, lease_seconds=LEASE))
     return acks
 
 
@@ -202,11 +194,11 @@ def test_checkpoints_pruned_to_keep_last_and_best(store):
     checkpoints = store.list_checkpoints(job.id)
     assert [(c.epoch, c.is_best) for c in checkpoints] == [(3, True), (7, False), (8, False)]
     for checkpoint in checkpoints:
-        data = store.checkpoint_path(job.id, checkpoint.epoch).read_bytes()
+        data = read_object(store, store.checkpoint_key(job.id, checkpoint.epoch))
         assert checkpoint.sha256 == hashlib.sha256(data).hexdigest() and checkpoint.size_bytes == len(data)
-    pruned = [path for ack in acks for path in ack.pruned]
-    assert sorted(path.name for path in pruned) == [f"epoch-{e:06d}.npz" for e in (1, 2, 4, 5, 6)]
-    assert not any(path.exists() for path in pruned)
+    pruned = [key for ack in acks for key in ack.pruned]
+    assert sorted(pruned) == [store.checkpoint_key(job.id, e) for e in (1, 2, 4, 5, 6)]
+    assert not any(store.artifacts.exists(key) for key in pruned)
 
 
 def test_checkpoints_without_keep_best(store):
@@ -216,28 +208,24 @@ def test_checkpoints_without_keep_best(store):
     assert [c.epoch for c in store.list_checkpoints(job.id)] == [6]
 
 
-def test_model_file_after_success(store, tmp_path):
+def test_model_file_after_success(store):
     job = create_job(store)
     with pytest.raises(Conflict):
         store.model_file(job.id)
     store.claim_job(job.id, "w", LEASE)
     run_epochs(store, job.id, "w", [1, 2, 3], best=lambda epoch: epoch != 3)
-    model = store.model_path(job.id)
-    model.write_bytes(b"weights")
-    digest = hashlib.sha256(b"weights").hexdigest()
-    store.finish_job(job.id, "w", status="succeeded", stop_reason="early_stopped", best_epoch=2,
-                     model_path=model, model_sha256=digest)
-    assert store.model_file(job.id) == (model, digest)
+    model = store_model(store, job.id, b"weights")
+    assert (model.key, model.size_bytes, model.sha256) == (store.model_key(job.id), 7, hashlib.sha256(b"weights").hexdigest())
+    store.finish_job(job.id, "w", status="succeeded", stop_reason="early_stopped", best_epoch=2, model=model)
+    assert store.model_file(job.id) == model
+    assert read_object(store, model.key) == b"weights"
     done = store.get_job(job.id)
     assert (done.status, done.stop_reason, done.best_epoch) == ("succeeded", "early_stopped", 2)
     assert done.best_metrics == epoch_metrics(2) and done.finished_at is not None
     with pytest.raises(NotFound):
         store.model_file(job.id, owner="nobody")
-    with pytest.raises(ValueError):  # paths outside ARTIFACT_DIR are refused
-        other = create_job(store)
-        store.claim_job(other.id, "w", LEASE)
-        store.finish_job(other.id, "w", status="succeeded", stop_reason="completed",
-                         model_path=tmp_path / "elsewhere.npz", model_sha256=digest)
+    with pytest.raises(ValueError, match="invalid artifact key"):  # keys never escape the store
+        store.artifacts.write("../elsewhere.npz", lambda file: file.write(b"x"))
 
 
 def test_ping(store):

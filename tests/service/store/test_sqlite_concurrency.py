@@ -12,7 +12,7 @@ from bench.stack import running_stack
 from service.config import Settings
 from service.store import Store
 from tests.utils.db import FakeClock, SequentialIds
-from tests.utils.factories import create_job, epoch_metrics
+from tests.utils.factories import create_job, epoch_metrics, store_checkpoint
 
 WORKERS = 4
 EPOCHS = 60
@@ -30,11 +30,9 @@ def _write_epochs(settings, job_id: str, errors, *, epochs: int, checkpoint_ever
         for epoch in range(1, epochs + 1):
             checkpoint = None
             if epoch % checkpoint_every == 0:
-                checkpoint = store.checkpoint_path(job_id, epoch)
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                checkpoint.write_bytes(b"x" * 1000)
+                checkpoint = store_checkpoint(store, job_id, epoch, b"x" * 1000)
             store.record_epoch(job_id, worker_id, epoch_metrics(epoch), is_best=epoch % best_every == 0,
-                               checkpoint_path=checkpoint, lease_seconds=LEASE)
+                               checkpoint=checkpoint, lease_seconds=LEASE)
             store.cancel_requested(job_id, worker_id)
         store.finish_job(job_id, worker_id, status="succeeded", stop_reason="completed")
     except BaseException:  # noqa: BLE001 - reported to the parent
@@ -99,7 +97,7 @@ def test_eight_writers_while_the_api_serves_reads(tmp_path):
     """8 processes × 500 epoch writes on one SQLite file while a real `backprop api` answers reads."""
     database_url = f"sqlite:///{tmp_path}/backprop.db"
     with running_stack(tmp_path, database_url, f"sqla+sqlite:///{tmp_path}/broker.db", workers=0) as stack:
-        settings = Settings(_env_file=None, database_url=database_url, artifact_dir=stack.env["ARTIFACT_DIR"])
+        settings = Settings(_env_file=None, database_url=database_url, artifact_url=stack.env["ARTIFACT_URL"])
         store = Store(settings)
         jobs = [create_job(store, epochs=LOADED_EPOCHS).id for _ in range(LOADED_WRITERS)]
         store.dispose()  # nothing open across the fork

@@ -1,13 +1,12 @@
-"""Checkpoints: complete, atomic, pickle-free, and resume bit for bit (one BLAS thread)."""
+"""Checkpoints: complete, pickle-free, and resume bit for bit (one BLAS thread). Atomic writes are
+the artifact store's (tests/service/store/test_artifacts.py)."""
 import json
-import os
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, TrainConfig, Trainer
-from worker.nn import checkpoint as checkpoint_module
 
 
 def dataset(n=240, seed=0):
@@ -128,26 +127,6 @@ def test_checkpoint_holds_the_whole_state_without_pickle(tmp_path):
     assert meta["early_stopping"]["best_epoch"] in (1, 2)
     assert meta["rng"]["bit_generator"] == "PCG64"
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temp file left behind
-
-
-def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    X, y = dataset()
-    trainer = Trainer(config(epochs=1), X, y)
-    trainer.fit()
-    path = tmp_path / "c.npz"
-    trainer.save_checkpoint(path)
-    before = path.read_bytes()
-
-    def broken_savez(file, **arrays):
-        file.write(b"half a checkpoint")
-        raise OSError("disk full")
-    monkeypatch.setattr(checkpoint_module.np, "savez", broken_savez)
-    trainer.config.epochs = 2
-    trainer.fit()
-    with pytest.raises(OSError, match="disk full"):
-        trainer.save_checkpoint(path)
-    assert path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["c.npz"]
 
 
 def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
