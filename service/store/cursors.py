@@ -1,9 +1,16 @@
-"""Keyset cursors for job listings: (ordering, direction, sort value, last id), base64 JSON."""
+"""Keyset cursors for job listings: (ordering, direction, sort value, last id), base64 JSON.
+
+A cursor comes back from the client, so every part is checked before it reaches a query: a
+value this API could not have issued (a naive or out-of-range datetime, a non-finite or
+oversized number, nested JSON, a malformed id) is an InvalidCursor (422), never a 500.
+"""
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,6 +18,11 @@ from sqlalchemy import and_, or_
 
 from service.store.errors import InvalidCursor
 from service.store.models import JobRow
+
+MAX_CURSOR_CHARS = 512  # an issued cursor is about 120 characters
+_ID = re.compile(r"[0-9a-f]{1,32}")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+NOT_ISSUED = "cursor is not one this API issued; repeat the query without it"
 
 
 def encode_cursor(order_by: str, descending: bool, value: Any, last_id: str) -> str:
@@ -21,18 +33,48 @@ def encode_cursor(order_by: str, descending: bool, value: Any, last_id: str) -> 
 
 
 def decode_cursor(cursor: str, order_by: str, descending: bool) -> tuple[Any, str]:
+    """(sort value, last id) of a cursor issued for this ordering; InvalidCursor otherwise."""
+    if len(cursor) > MAX_CURSOR_CHARS or not _BASE64URL.fullmatch(cursor):
+        raise InvalidCursor(NOT_ISSUED)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        cursor_order, cursor_desc, value, last_id = json.loads(raw)
-        if order_by == "created_at":
-            value = datetime.fromisoformat(value)
-        elif value is not None:
-            value = float(value)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidCursor("cursor is not one this API issued") from None
-    if cursor_order != order_by or cursor_desc != descending or not isinstance(last_id, str):
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidCursor(NOT_ISSUED) from None
+    if not (isinstance(parts, list) and len(parts) == 4):
+        raise InvalidCursor(NOT_ISSUED)
+    cursor_order, cursor_desc, value, last_id = parts
+    if not (isinstance(cursor_order, str) and isinstance(cursor_desc, bool)
+            and isinstance(last_id, str) and _ID.fullmatch(last_id)):
+        raise InvalidCursor(NOT_ISSUED)
+    if cursor_order != order_by or cursor_desc != descending:
         raise InvalidCursor("cursor belongs to another ordering; repeat the query without it")
-    return value, last_id
+    return (_created_at(value) if order_by == "created_at" else _metric(value)), last_id
+
+
+def _created_at(value: Any) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidCursor(NOT_ISSUED)
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:  # issued cursors always carry their offset
+            raise ValueError("naive datetime")
+        return parsed.astimezone(timezone.utc)  # OverflowError past year 9999 or before year 1
+    except (ValueError, OverflowError):
+        raise InvalidCursor(NOT_ISSUED) from None
+
+
+def _metric(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidCursor(NOT_ISSUED)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InvalidCursor(NOT_ISSUED) from None
+    if not math.isfinite(number):
+        raise InvalidCursor(NOT_ISSUED)
+    return number
 
 
 def rows_after(column, value: Any, last_id: str, descending: bool, *, nullable: bool):
