@@ -5,5 +5,5 @@ COPY service ./service
 COPY worker ./worker
 COPY bench ./bench
 RUN pip install --no-cache-dir .
-ENV ARTIFACT_DIR=/data/artifacts
+ENV ARTIFACT_URL=/data/artifacts
 CMD ["backprop", "api"]

@@ -200,18 +200,32 @@ class Stack:
     env: dict[str, str]
     workdir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    private_dirs: bool = False  # each process in a folder of its own (cwd, TMPDIR, WORK_DIR): no shared disk
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
-    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+    def process_dir(self, name: str) -> Path:
+        """Where process `name` runs: its own folder with private_dirs, else the shared workdir."""
+        if not self.private_dirs:
+            return self.workdir
+        folder = self.workdir / f"private-{name}"
+        (folder / "tmp").mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        folder = self.process_dir(name)
+        env = dict(self.env)
+        if self.private_dirs:
+            env.update(TMPDIR=str(folder / "tmp"), WORK_DIR=str(folder / "tmp"))
         log = open(self.workdir / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            [str(BIN / "backprop"), "worker"], env=self.env, cwd=self.workdir,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         self.processes[name] = proc
         return proc
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+        return self.spawn(name, [str(BIN / "backprop"), "worker"])
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         proc = self.processes.pop(name, None)
@@ -237,8 +251,10 @@ class Stack:
 
 @contextmanager
 def running_stack(workdir: Path, database_url: str, broker_url: str, workers: int = 1,
-                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """`extra_env` overrides settings of every process (e.g. LEASE_SECONDS for crash tests)."""
+                  extra_env: dict[str, str] | None = None, *, private_dirs: bool = False,
+                  api_args: tuple[str, ...] = ()) -> Iterator[Stack]:
+    """`extra_env` overrides settings of every process (e.g. LEASE_SECONDS for crash tests).
+    With `private_dirs`, each process runs in a folder of its own (pair it with S3 artifacts)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -256,12 +272,8 @@ def running_stack(workdir: Path, database_url: str, broker_url: str, workers: in
     }
     subprocess.run([str(BIN / "backprop"), "db", "upgrade"], env=env, cwd=workdir, check=True,
                    capture_output=True, timeout=120)
-    stack = Stack(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
-    api_log = open(workdir / "api.log", "ab")
-    stack.processes["api"] = subprocess.Popen(
-        [str(BIN / "backprop"), "api"], env=env, cwd=workdir,
-        stdout=api_log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    stack = Stack(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, private_dirs=private_dirs)
+    stack.spawn("api", [str(BIN / "backprop"), "api", *api_args])
     for i in range(workers):
         stack.start_worker(f"worker{i}")
     try:

@@ -35,19 +35,34 @@ FAST_RECOVERY = {
 SLOW_EPOCHS = {"model": {"hidden_layers": [{"units": 256}, {"units": 256}]}, "batch_size": 8}
 
 
-def start_stack(kind: str, workdir, resources: ExitStack, *, workers: int = 1, env: dict | None = None):
+def start_stack(kind: str, workdir, resources: ExitStack, *, workers: int = 1, env: dict | None = None,
+                s3=None):
+    """kind: "embedded" or "redis_postgres", with "+s3" for artifacts in a bucket of `s3` (an S3Server)
+    and each process in a private folder."""
+    kind, _, artifacts = kind.partition("+")
+    if artifacts == "s3":
+        env = {**(env or {}), **s3.env(), "ARTIFACT_URL": s3.new_bucket()}
     if kind == "embedded":
         database_url, broker_url = f"sqlite:///{workdir}/backprop.db", f"sqla+sqlite:///{workdir}/broker.db"
     else:
         database_url = resources.enter_context(postgres_database())
         broker_url = resources.enter_context(private_redis(workdir / "redis")).url
     return resources.enter_context(
-        running_stack(workdir, database_url, broker_url, workers=workers, extra_env={**FAST_RECOVERY, **(env or {})}))
+        running_stack(workdir, database_url, broker_url, workers=workers, extra_env={**FAST_RECOVERY, **(env or {})},
+                      private_dirs=artifacts == "s3"))
+
+
+@pytest.fixture
+def s3(request):
+    """The session's S3 server for "+s3" kinds (started only when a test asks for one)."""
+    kind = request.node.callspec.params.get("kind", "") if hasattr(request.node, "callspec") else ""
+    return request.getfixturevalue("s3_server") if kind.endswith("+s3") else None
 
 
 def stack_settings(stack) -> Settings:
     return Settings(_env_file=None, database_url=stack.env["DATABASE_URL"], broker_url=stack.env["BROKER_URL"],
-                    artifact_url=stack.env["ARTIFACT_URL"], training_queue=stack.env["TRAINING_QUEUE"])
+                    artifact_url=stack.env["ARTIFACT_URL"], s3_endpoint_url=stack.env.get("S3_ENDPOINT_URL"),
+                    training_queue=stack.env["TRAINING_QUEUE"])
 
 
 def worker_log(stack, name: str) -> str:
@@ -90,7 +105,8 @@ def epochs_of(client, job_id: str) -> list[dict]:
     return client.get(f"/v1/jobs/{job_id}/history").json()["epochs"]
 
 
-@pytest.mark.parametrize("kind", ["redis_postgres"])  # embedded: the max-attempts test below kills workers too
+@pytest.mark.parametrize("kind", ["redis_postgres"])  # embedded: the max-attempts test below kills workers too;
+# S3: tests/integration/test_no_shared_disk.py kills a worker with artifacts in S3
 def test_kill_9_mid_epoch_resumes_from_the_checkpoint_and_ends_as_an_uninterrupted_run(kind, tmp_path):
     spec = {"name": "crash", "dataset": {"builtin": "digits", "validation_split": 0.2}, "epochs": 30, "seed": 7,
             "checkpoint": {"every_epochs": 3}, **SLOW_EPOCHS}
@@ -151,10 +167,10 @@ def test_a_graceful_stop_of_all_workers_hands_the_running_job_to_the_next_one(ta
         assert [row["epoch"] for row in epochs_of(client, job_id)] == list(range(1, 31))
 
 
-@pytest.mark.parametrize("kind", ["redis_postgres"])  # the claim itself is tested on SQLite in tests/service/store
-def test_the_same_job_delivered_twice_at_once_runs_once(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["redis_postgres", "redis_postgres+s3"])  # the claim itself: tests/service/store
+def test_the_same_job_delivered_twice_at_once_runs_once(kind, tmp_path, s3):
     with ExitStack() as resources:
-        stack = start_stack(kind, tmp_path, resources, workers=2)
+        stack = start_stack(kind, tmp_path, resources, workers=2, s3=s3)
         client = resources.enter_context(stack.client())
         settings = stack_settings(stack)
         store = Store(settings)
@@ -209,11 +225,11 @@ def test_a_job_committed_but_never_enqueued_is_sent_by_the_reconciler(kind, tmp_
         assert re.search(rf"reconciler: sent \d+ job\(s\) again: .*{job.id}", worker_log(stack, "worker0"))
 
 
-@pytest.mark.parametrize("kind", ["redis_postgres", "embedded"])
-def test_cancel_survives_a_restart_of_all_workers(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["redis_postgres", "embedded", "redis_postgres+s3"])
+def test_cancel_survives_a_restart_of_all_workers(kind, tmp_path, s3):
     long_job = {"dataset": {"builtin": "digits"}, "epochs": 10_000, **SLOW_EPOCHS}
     with ExitStack() as resources:
-        stack = start_stack(kind, tmp_path, resources)
+        stack = start_stack(kind, tmp_path, resources, s3=s3)
         client = resources.enter_context(stack.client())
         running = client.post("/v1/jobs", json={**long_job, "name": "running"}).json()
         queued = client.post("/v1/jobs", json={**long_job, "name": "queued"}).json()
