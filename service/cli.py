@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     api.add_argument("--port", type=int, help="bind port (default: PORT, 8000)")
+    api.add_argument("--workers", type=int, help="API processes sharing the port (default: API_WORKERS, 1)")
     api.set_defaults(command=run_api)
 
     worker = commands.add_parser("worker", help="run a Celery worker on the training queue")
@@ -95,7 +96,14 @@ def run_api(args: argparse.Namespace) -> int:
         log.info("serving on %s:%d; /v1 requires an API key", host, port)
     else:
         log.warning("serving on %s:%d OPEN (no authentication): loopback only", host, port)
-    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, log_level="info")
+    workers = args.workers or settings.api_workers
+    if workers < 1:
+        log.error("--workers must be at least 1")
+        return 2
+    # each process builds its own app (engines, pools, the broker client) from the factory:
+    # uvicorn starts its workers fresh (spawn), so nothing is shared across processes
+    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, log_level="info",
+                workers=workers if workers > 1 else None)
     return 0
 
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
         900.0, ge=0, description="how often each worker's reconciler removes orphaned artifacts; 0 turns it off")
     host: str = Field("127.0.0.1", description="API bind address")
     port: int = Field(8000, ge=1, le=65535, description="API bind port")
+    api_workers: int = Field(1, ge=1, le=64, description="API processes `backprop api` runs on the port "
+                             "(uvicorn workers); about one per core the API may use")
     training_queue: str = Field("training", min_length=1, max_length=100,
                                 description="broker queue the API sends to and workers consume")
     lease_seconds: float = Field(60.0, gt=0, description="a running job's lease; renewed every epoch")
