@@ -131,11 +131,9 @@ def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> str:
         metrics = EpochMetrics(epoch=epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, train_accuracy=0.5,
                                val_accuracy=0.5, lr=0.001, seconds=0.01)
         if epoch <= 200:
-            path = store.checkpoint_path(job.id, epoch)
-            path.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            trainer.save_checkpoint(path)
-            store.record_epoch(job.id, "bench", metrics, is_best=True, checkpoint_path=path, lease_seconds=60)
+            checkpoint = store.artifacts.write(store.checkpoint_key(job.id, epoch), trainer.save_checkpoint)
+            store.record_epoch(job.id, "bench", metrics, is_best=True, checkpoint=checkpoint, lease_seconds=60)
             durations.append(time.perf_counter() - start)
         else:
             store.record_epoch(job.id, "bench", metrics, is_best=False, lease_seconds=60)

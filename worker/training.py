@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.specs import EpochMetrics, JobSpec
 from service.store import CheckpointPolicy, LeaseLost, Store
+from worker.bookkeeping import EpochBookkeeper
 from worker.datasets import load_dataset
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
 
@@ -107,9 +108,9 @@ class StopPolicy:
     def __init__(self, store: Store, job_id: str, max_runtime_seconds: float | None,
                  monotonic: Callable[[], float], poll_seconds: float = CANCEL_POLL_SECONDS, *,
                  worker_id: str | None = None, lease_seconds: float | None = None,
-                 shutdown: Callable[[], bool] | None = None):
+                 shutdown: Callable[[], bool] | None = None, also: Callable[[], str | None] | None = None):
         self._store, self._job_id, self._monotonic, self._poll = store, job_id, monotonic, poll_seconds
-        self._shutdown = shutdown
+        self._shutdown, self._also = shutdown, also
         self._worker_id, self._lease_seconds = worker_id, lease_seconds
         start = monotonic()
         self._deadline = start + max_runtime_seconds if max_runtime_seconds else None
@@ -121,6 +122,8 @@ class StopPolicy:
     def __call__(self) -> str | None:
         if self._shutdown is not None and self._shutdown():
             return "shutdown"
+        if self._also is not None and (asked := self._also()):
+            return asked
         now = self._monotonic()
         if self._deadline is not None and now >= self._deadline:
             return "max_runtime"
@@ -198,19 +201,25 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
         if trainer.epoch != claim.resume_epoch:
             raise RuntimeError(f"checkpoint holds epoch {trainer.epoch}, the job's history ends at {claim.resume_epoch}")
     every = spec.checkpoint.every_epochs
-    policy = CheckpointPolicy.of(spec)
 
-    def on_epoch_end(end) -> str | None:
-        checkpoint = None
-        if end.epoch % every == 0 or end.epoch == config.epochs:
-            # complete in the artifact store before the epoch's transaction names it
-            checkpoint = store.artifacts.write(store.checkpoint_key(claim.job_id, end.epoch), end.trainer.save_checkpoint)
-        metrics = EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
-        ack = store.record_epoch(claim.job_id, worker_id, metrics, is_best=end.is_best,
-                                 checkpoint=checkpoint, lease_seconds=lease_seconds, checkpoint_policy=policy)
-        return "cancelled" if ack.cancel_requested else None
+    with EpochBookkeeper(store, claim.job_id, worker_id, lease_seconds=lease_seconds,
+                         policy=CheckpointPolicy.of(spec), shutdown=shutdown_requested) as bookkeeper:
+        def on_epoch_end(end) -> str | None:
+            due = end.epoch % every == 0 or end.epoch == config.epochs
+            metrics = EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
+            return bookkeeper.submit(metrics, is_best=end.is_best,
+                                     checkpoint=end.trainer.checkpoint_snapshot() if due else None)
 
-    should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
-                             worker_id=worker_id, lease_seconds=lease_seconds, shutdown=shutdown_requested)
-    result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
-    return outcome_of(result.stop_reason, result.stopped_epoch), result.best_epoch, trainer.model
+        def stop_requested() -> str | None:
+            bookkeeper.check()  # LeaseLost or a database error from the last epoch's transaction
+            return "cancelled" if bookkeeper.cancel_requested else None
+
+        should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
+                                 worker_id=worker_id, lease_seconds=lease_seconds, shutdown=shutdown_requested,
+                                 also=stop_requested)
+        result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
+        bookkeeper.wait()  # the last epoch is recorded before the outcome is
+    stop_reason = result.stop_reason
+    if bookkeeper.cancel_requested and stop_reason in ("completed", "early_stopped"):
+        stop_reason = "cancelled"  # acknowledged by the last epoch's transaction, as before the end
+    return outcome_of(stop_reason, result.stopped_epoch), result.best_epoch, trainer.model

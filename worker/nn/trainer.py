@@ -139,6 +139,14 @@ class Trainer:
         arrays, meta = self.state_dict()
         write_npz(target, arrays, meta)
 
+    def checkpoint_snapshot(self):
+        """The whole training state as of now, frozen: a function that writes it to a target
+        later (on another thread, while training goes on) exactly as save_checkpoint would now."""
+        arrays, meta = self.state_dict()
+        arrays = {key: value.copy() for key, value in arrays.items()}
+        meta = json.loads(json.dumps(meta))
+        return lambda target: write_npz(target, arrays, meta)
+
     def load_checkpoint(self, path) -> None:
         """Restore the state saved by `save_checkpoint`; `fit` then continues exactly."""
         arrays, meta = load_npz(path)

@@ -74,6 +74,24 @@ def test_resume_after_epoch_k_is_bit_identical(tmp_path):
     assert len({h["lr"] for h in result.history}) > 1
 
 
+def test_a_snapshot_written_later_resumes_as_a_checkpoint_saved_then(tmp_path):
+    X, y = dataset(seed=3)
+    with threadpool_limits(1):
+        straight = Trainer(config(epochs=6), X, y)
+        straight.fit()
+
+        first = Trainer(config(epochs=6), X, y)
+        snapshots = {}
+        first.fit(on_epoch_end=lambda e: snapshots.setdefault(e.epoch, e.trainer.checkpoint_snapshot()))
+        snapshots[3](tmp_path / "epoch3.npz")  # written after epochs 4-6 changed every live array
+
+        resumed = Trainer(config(epochs=6), X, y)
+        resumed.load_checkpoint(tmp_path / "epoch3.npz")
+        assert resumed.epoch == 3
+        resumed.fit()
+    assert_same_state(straight, resumed)
+
+
 def test_cancel_mid_epoch_rolls_back_to_the_epoch_start_and_resumes_exactly(tmp_path):
     X, y = dataset(seed=1)
     with threadpool_limits(1):
