@@ -103,7 +103,7 @@ def task_of(config) -> str:
         raise ValueError(f"task: unknown {task!r}; choose from {list(TASKS)}")
     if task == "autoencoder":
         if not loss.reconstructs:
-            reconstructing = sorted(name for name, cls in LOSS_FUNCTIONS.items() if cls.reconstructs)
+            reconstructing = [name for name, cls in LOSS_FUNCTIONS.items() if cls.reconstructs]
             raise ValueError(f"loss: an autoencoder reconstructs its input with {' or '.join(reconstructing)}, "
                              f"not {config.loss}")
     elif task != loss.task:
