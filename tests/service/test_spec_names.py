@@ -87,7 +87,8 @@ activations.ACTIVATIONS["softsign"] = lambda Z: np.divide(Z, 1 + np.abs(Z), out=
 activations.DERIVATIVES["softsign"] = lambda A, delta: np.multiply(delta, (1 - np.abs(A)) ** 2, out=delta)
 from service import specs
 print("softsign" in typing.get_args(specs.HiddenActivation), "softsign" in typing.get_args(specs.OutputActivation))
-specs.JobSpec.model_validate({"dataset": {"builtin": "iris"}, "model": {"hidden_layers": [{"units": 4, "activation": "softsign"}]}})
+layer = {"units": 4, "activation": "softsign"}
+specs.JobSpec.model_validate({"dataset": {"builtin": "iris"}, "model": {"hidden_layers": [layer]}})
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -34,7 +34,8 @@ FOLD_STREAM = 0xF01D  # fold assignment draws from its own stream, apart from tr
 FOLD_DONE = ("completed", "early_stopped")  # a fold ending otherwise stops the whole run
 
 
-def fold_indices(n: int, folds: int, seed: int, strata: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(n: int, folds: int, seed: int,
+                 strata: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Seeded k-fold (train, validation) row indices, both sorted. Rows are shuffled (within each
     stratum when `strata` is given) and dealt to folds in turn, strata one after another, so fold
     sizes differ by at most one and so do each stratum's counts across folds."""
@@ -109,7 +110,8 @@ class CrossValidation:
         if self.y is not None and self.y.shape[0] != self.X.shape[0]:
             raise ValueError(f"y: has {self.y.shape[0]} rows but X has {self.X.shape[0]}")
         schedule = config.lr_schedule
-        if schedule.name == "reduce_on_plateau" and schedule.monitor in METRICS and METRICS[schedule.monitor].validation:
+        watched = METRICS.get(schedule.monitor) if schedule.name == "reduce_on_plateau" else None
+        if watched is not None and watched.validation:
             raise ValueError(f"lr_schedule.monitor: cross-validation's refit trains on every row without "
                              f"validation, so reduce_on_plateau cannot watch {schedule.monitor}; "
                              "use a train_ metric")

@@ -94,6 +94,7 @@ class Network:
         self._trainable = [i not in self.frozen for i in range(len(self.layers))]
         self._lowest_trainable = self._trainable.index(True) if any(self._trainable) else len(self.layers)
         self.trainable_params = {k: v for k, v in self.params.items() if layer_of(k) not in self.frozen}
+
     def __repr__(self):
         shape = "-".join(str(n) for n in [self.n_inputs] + [la.units for la in self.layers])
         return f"Network({shape}, loss={self.loss_name!r}, dtype={self.dtype.name})"

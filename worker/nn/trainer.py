@@ -250,7 +250,7 @@ class Trainer:
         rng = self.rng
         batch_size = ws.rows
         weight_keys = [weight_key(i) for i in range(len(net.layers))]
-        decay_keys = frozenset(key for key in weight_keys if key in params)
+        trainable_weights = frozenset(key for key in weight_keys if key in params)  # AdamW decays these
         l2, clip_norm = cfg.l2, cfg.clip_norm
         lr = float(lr)
 
@@ -272,14 +272,14 @@ class Trainer:
                 for key in weight_keys:
                     W = all_params[key]
                     penalty += float(np.vdot(W, W))
-                    if key in decay_keys:
+                    if key in trainable_weights:
                         grads[key] += l2 * W
                 batch_loss += 0.5 * l2 * penalty * b.m
             if clip_norm is not None:
                 _clip_by_global_norm(grads, clip_norm)
             if not abs(batch_loss) < MAX_STEP_LOSS:  # also catches NaN
                 return "diverged"
-            step(params, grads, lr, decay_keys)
+            step(params, grads, lr, trainable_weights)
             loss_sum += batch_loss
             if should_stop is not None:
                 asked = should_stop()

@@ -46,7 +46,8 @@ def test_predict_reconstructs_in_the_inputs_units(digits_autoencoder):
     assert reconstruction.shape == DIGITS_X.shape
     pre = model.meta["preprocessing"]
     standardized = model.network.predict_raw(model.prepare(DIGITS_X))
-    assert np.allclose(reconstruction, standardized * np.asarray(pre["std"], np.float32) + np.asarray(pre["mean"], np.float32))
+    mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
+    assert np.allclose(reconstruction, standardized * std + mean)
     error = np.abs(reconstruction - DIGITS_X).mean()
     baseline = np.abs(DIGITS_X - DIGITS_X.mean(axis=0)).mean()  # predicting every pixel's mean
     assert error < 0.5 * baseline, (error, baseline)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, TrainConfig, Trainer
-from worker.nn.names import (AUTOENCODER_LOSSES, DEFAULT_OUTPUT_ACTIVATION, HIDDEN_ACTIVATIONS, INITIALIZER_NAMES, LOSSES,
-                             OPTIMIZER_NAMES, OUTPUT_ACTIVATIONS, REQUIRED_OUTPUT_ACTIVATION, SCHEDULE_NAMES)
+from worker.nn.names import (AUTOENCODER_LOSSES, DEFAULT_OUTPUT_ACTIVATION, HIDDEN_ACTIVATIONS, INITIALIZER_NAMES,
+                             LOSSES, OPTIMIZER_NAMES, OUTPUT_ACTIVATIONS, REQUIRED_OUTPUT_ACTIVATION, SCHEDULE_NAMES)
 from worker.nn.network import zeros_like_params
 
 

@@ -17,8 +17,8 @@ SOURCE_ROWS, TARGET_ROWS = np.split(np.random.default_rng(0).permutation(len(DIG
 
 
 def config(**overrides) -> TrainConfig:
-    base = dict(hidden_layers=[LayerConfig(64, "relu"), LayerConfig(32, "relu")], optimizer=OptimizerConfig("adam", 0.005),
-                epochs=30, batch_size=32, seed=0, validation_split=0.0)
+    base = dict(hidden_layers=[LayerConfig(64, "relu"), LayerConfig(32, "relu")],
+                optimizer=OptimizerConfig("adam", 0.005), epochs=30, batch_size=32, seed=0, validation_split=0.0)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -54,7 +54,8 @@ def test_frozen_layers_are_bit_identical_to_the_source_after_training(batch_norm
 
     after = trainer.network.state_arrays()
     layer0 = [k for k in after if k.startswith("layers.0.")]
-    assert sorted(layer0) == sorted(f"layers.0.{n}" for n in ("weight", "bias", "bn_gamma", "bn_beta", "bn_mean", "bn_var"))
+    names = ("weight", "bias", "bn_gamma", "bn_beta", "bn_mean", "bn_var")
+    assert sorted(layer0) == sorted(f"layers.0.{n}" for n in names)
     for key in layer0:
         assert np.array_equal(after[key], source[key]), key
     assert not np.array_equal(after["layers.1.weight"], source["layers.1.weight"])  # trainable: fine-tuned
@@ -124,7 +125,8 @@ def test_resume_with_frozen_layers_is_bit_identical(batch_norm_source, tmp_path)
         result = resumed.fit()
     arrays_a, _ = straight.state_dict()
     arrays_b, _ = resumed.state_dict()
-    assert set(arrays_a) == set(arrays_b) and not [k for k in arrays_a if k.startswith("optimizer/") and ".layers.0." in k]
+    assert set(arrays_a) == set(arrays_b)
+    assert not [k for k in arrays_a if k.startswith("optimizer/") and ".layers.0." in k]
     for key in arrays_a:
         assert np.array_equal(arrays_a[key], arrays_b[key]), key
     assert [h["val_loss"] for h in result.history[3:]] == [h["val_loss"] for h in straight_result.history[3:]]
@@ -148,9 +150,12 @@ def test_the_source_input_standardization_is_carried_over(source_model):
 
 
 @pytest.mark.parametrize("hidden, layers, match", [
-    ([LayerConfig(32), LayerConfig(32)], [0], r"layer 0: weight is \(64, 64\), this network's layer 0 needs \(64, 32\)"),
-    ([LayerConfig(64), LayerConfig(16)], [0, 1], r"layer 1: weight is \(64, 32\), this network's layer 1 needs \(64, 16\)"),
-    ([LayerConfig(64, batch_norm=True), LayerConfig(32)], [0], "layer 0: this layer has batch norm, the source has none"),
+    ([LayerConfig(32), LayerConfig(32)], [0],
+     r"layer 0: weight is \(64, 64\), this network's layer 0 needs \(64, 32\)"),
+    ([LayerConfig(64), LayerConfig(16)], [0, 1],
+     r"layer 1: weight is \(64, 32\), this network's layer 1 needs \(64, 16\)"),
+    ([LayerConfig(64, batch_norm=True), LayerConfig(32)], [0],
+     "layer 0: this layer has batch norm, the source has none"),
     ([LayerConfig(64)], [1], "layer 1 is not a hidden layer of this network"),
 ])
 def test_shape_mismatches_name_the_layer(source_model, hidden, layers, match):
