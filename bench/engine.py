@@ -3,8 +3,10 @@
 Workload (../shared/bench/anchors.py): 60,000 x 784 float32 inputs, 10 classes, MLP
 784-256-128-10 ReLU, softmax cross-entropy, plain SGD lr 0.05, batch 128, one epoch, 2 BLAS
 threads. Contenders: the anchor's lean hand-written NumPy loop (copied below), the engine, the
-engine writing a checkpoint after every epoch, scikit-learn's MLPClassifier, PyTorch CPU when
-installed, and as a floor the epoch's matrix products alone. Repetitions are interleaved
+engine writing a checkpoint after every epoch, the engine with its first hidden layer frozen
+(transfer learning: no gradient or update for it, no backward pass below the second layer),
+scikit-learn's MLPClassifier, PyTorch CPU when installed, and as a floor the epoch's matrix
+products alone. Repetitions are interleaved
 (round robin) so machine noise hits every contender alike.
 Prints seconds per epoch (median of REPS, default 5) and, last, `engine/lean <ratio>`.
 
@@ -62,9 +64,9 @@ def lean_numpy(X, y):
     return epoch
 
 
-def engine_config():
+def engine_config(freeze=()):
     from worker.nn import LayerConfig, OptimizerConfig, TrainConfig
-    return TrainConfig(
+    return TrainConfig(freeze=list(freeze),
         hidden_layers=[LayerConfig(H1, "relu"), LayerConfig(H2, "relu")],
         output_activation="softmax", loss="categorical_crossentropy", init="he_normal",
         optimizer=OptimizerConfig(name="sgd", learning_rate=LR), epochs=0, batch_size=B, seed=1,
@@ -72,10 +74,10 @@ def engine_config():
     )
 
 
-def engine(X, y, checkpoint_dir=None):
+def engine(X, y, checkpoint_dir=None, freeze=()):
     """One more epoch of a Trainer per call (optionally checkpointing after it)."""
     from worker.nn import Trainer
-    trainer = Trainer(engine_config(), X, y)
+    trainer = Trainer(engine_config(freeze), X, y)
     on_epoch_end = None
     if checkpoint_dir is not None:
         path = os.path.join(checkpoint_dir, "engine-checkpoint.npz")
@@ -155,7 +157,8 @@ def engine_peak_memory(X, y) -> tuple[int, int]:
 
 def main():
     from threadpoolctl import threadpool_info, threadpool_limits
-    names = os.environ.get("CONTENDERS", "lean,engine,engine+checkpoint,sklearn,torch,gemm-only").split(",")
+    default = "lean,engine,engine+checkpoint,engine+freeze0,sklearn,torch,gemm-only"
+    names = os.environ.get("CONTENDERS", default).split(",")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -166,7 +169,8 @@ def main():
     with threadpool_limits(THREADS), tempfile.TemporaryDirectory() as tmp:
         print("blas:", [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpool_info()])
         makers = {"lean": lambda: lean_numpy(X, y), "engine": lambda: engine(X, y),
-                  "engine+checkpoint": lambda: engine(X, y, tmp), "sklearn": lambda: sklearn_mlp(X, y),
+                  "engine+checkpoint": lambda: engine(X, y, tmp), "engine+freeze0": lambda: engine(X, y, freeze=[0]),
+                  "sklearn": lambda: sklearn_mlp(X, y),
                   "torch": lambda: torch_cpu(X, y), "gemm-only": lambda: gemm_only(X, y)}
         epochs = {name: makers[name]() for name in names}
         times = {name: [] for name in names}
@@ -203,11 +207,11 @@ def main():
             write = statistics.median(writes)
             print(f"checkpoint write alone: {write * 1e3:.1f} ms (median of {REPS}, "
                   f"{os.path.getsize(path) / 2**20:.2f} MiB) = {100 * write / medians['engine']:.1f}% of an engine epoch")
-            for other in ("engine+checkpoint", "sklearn", "torch", "gemm-only"):
+            for other in ("engine+checkpoint", "engine+freeze0", "sklearn", "torch", "gemm-only"):
                 if other in medians:
-                    label = "checkpoint/engine" if other == "engine+checkpoint" else f"engine/{other}"
-                    ratio = medians[other] / medians["engine"] if other == "engine+checkpoint" \
-                        else medians["engine"] / medians[other]
+                    inverse = other in ("engine+checkpoint", "engine+freeze0")  # the engine's own variants
+                    label = f"{other.split('+')[1]}/engine" if inverse else f"engine/{other}"
+                    ratio = medians[other] / medians["engine"] if inverse else medians["engine"] / medians[other]
                     print(f"{label} {ratio:.3f}")
         if "engine" in medians and "lean" in medians:
             # on a shared machine these two are steadier than the ratio of medians printed last

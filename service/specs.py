@@ -12,6 +12,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from worker.nn import names as engine  # the engine's registries: the one source of these names
+from worker.nn.metrics import unmeasured_reason
+
 # Caps that keep one job's resource use bounded. These are the schema's bounds (in OpenAPI) and the
 # defaults (and ceilings) of the Settings that may tighten them per deployment: see JobLimits.
 MAX_EPOCHS = 10_000
@@ -21,11 +24,13 @@ MAX_BATCH_SIZE = 65_536
 MAX_PARAMETERS = 5_000_000
 MAX_TAGS = 32
 
-HiddenActivation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "linear"]
-OutputActivation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "linear", "softmax"]
-LossName = Literal["mse", "binary_crossentropy", "categorical_crossentropy"]
-InitName = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform"]
-Monitor = Literal["train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2", "val_mae"]
+# Choices derived from the engine's registries (tests/service/test_spec_names.py ties the
+# optimizer and schedule unions below to them too): adding an activation is one edit there.
+HiddenActivation = Literal[engine.HIDDEN_ACTIVATIONS]
+OutputActivation = Literal[engine.OUTPUT_ACTIVATIONS]
+LossName = Literal[engine.LOSSES]
+InitName = Literal[engine.INITIALIZER_NAMES]
+Monitor = Literal[engine.MONITORS]
 Mode = Literal["auto", "min", "max"]
 Task = Literal["classification", "regression"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -78,8 +83,8 @@ class ModelSpec(Spec):
         examples=[[{"units": 64, "activation": "relu", "dropout": 0.0, "batch_norm": False}]],
     )
     output_activation: OutputActivation | None = Field(
-        None, description="default: softmax for categorical_crossentropy, sigmoid for "
-        "binary_crossentropy, linear for mse",
+        None, description="default: " + ", ".join(
+            f"{output} for {loss}" for loss, output in engine.DEFAULT_OUTPUT_ACTIVATION.items()),
     )
     init: InitName | None = Field(None, description="default: he_normal for relu-family layers, xavier_uniform otherwise")
 
@@ -378,9 +383,6 @@ def check_limits(spec: JobSpec, limits: JobLimits) -> None:
                                 f"{layer.units} units exceed the cap of {limits.max_units} (MAX_UNITS)")
 
 
-_DEFAULT_OUTPUT = {"categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid", "mse": "linear"}
-
-
 def output_units(spec: JobSpec, info: DatasetInfo) -> int:
     if spec.loss == "categorical_crossentropy":
         return len(info.classes)
@@ -410,11 +412,10 @@ def resolve_spec(spec: JobSpec, info: DatasetInfo, limits: JobLimits = DEFAULT_L
     if loss == "categorical_crossentropy" and len(info.classes) < 2:
         raise SpecMismatch(("loss",), "categorical_crossentropy needs at least 2 classes")
 
-    output = spec.model.output_activation or _DEFAULT_OUTPUT[loss]
-    if loss == "categorical_crossentropy" and output != "softmax":
-        raise SpecMismatch(("model", "output_activation"), "categorical_crossentropy needs a softmax output")
-    if loss == "binary_crossentropy" and output != "sigmoid":
-        raise SpecMismatch(("model", "output_activation"), "binary_crossentropy needs a sigmoid output")
+    output = spec.model.output_activation or engine.DEFAULT_OUTPUT_ACTIVATION[loss]
+    required = engine.REQUIRED_OUTPUT_ACTIVATION.get(loss)
+    if required is not None and output != required:
+        raise SpecMismatch(("model", "output_activation"), f"{loss} needs a {required} output")
     if loss == "mse" and output == "softmax":
         raise SpecMismatch(("model", "output_activation"), "softmax output needs a classification loss, not mse")
 
@@ -430,12 +431,9 @@ def resolve_spec(spec: JobSpec, info: DatasetInfo, limits: JobLimits = DEFAULT_L
     if isinstance(spec.lr_schedule, ReduceOnPlateau):
         monitors.append(("lr_schedule", "monitor", spec.lr_schedule.monitor))
     for section, field_name, monitor in monitors:
-        if monitor.startswith("val_") and not has_val:
-            raise SpecMismatch((section, field_name), f"{monitor} needs validation data (validation_split > 0)")
-        if monitor.endswith("accuracy") and info.task != "classification":
-            raise SpecMismatch((section, field_name), f"{monitor} is only measured for classification")
-        if monitor in ("val_r2", "val_mae") and info.task != "regression":
-            raise SpecMismatch((section, field_name), f"{monitor} is only measured for regression")
+        reason = unmeasured_reason(monitor, info.task, has_val)
+        if reason is not None:
+            raise SpecMismatch((section, field_name), reason)
 
     resolved = spec.model_copy(deep=True)
     resolved.loss = loss

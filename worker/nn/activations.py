@@ -109,4 +109,5 @@ DERIVATIVES = {
     "softmax": inplace_softmax_derivative,
 }
 
+OUTPUT_ONLY_ACTIVATIONS = ("softmax",)  # normalizes across units: for the output layer only
 RELU_FAMILY = ("relu", "leaky_relu", "elu")

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-METRIC_NAMES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2", "val_mae", "lr", "seconds")
+from .metrics import METRICS
+
+METRIC_NAMES = (*METRICS, "lr", "seconds")
 
 
 @dataclass
@@ -13,12 +15,22 @@ class EpochEnd:
 
     `metrics` has every name of METRIC_NAMES (None where not measured) and no `epoch` key;
     `is_best` follows early stopping's monitor if set, else val_loss with validation, else train_loss.
+    `fold` is None outside cross-validation; there it is the fold's index (0-based), and
+    `folds` (one past the last fold) for the final training on all rows. `run` is the object
+    whose `save_checkpoint` captures the whole run: the trainer itself, or the CrossValidation
+    around it.
     """
 
-    epoch: int  # 1-based
+    epoch: int  # 1-based, within the fold when cross-validating
     metrics: dict
     is_best: bool
     trainer: Any = field(repr=False)
+    fold: Optional[int] = None
+    run: Any = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.run is None:
+            self.run = self.trainer
 
 
 @dataclass

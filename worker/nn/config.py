@@ -2,18 +2,11 @@
 
 Dataclasses only: the engine takes these (or anything with the same fields) and arrays, and
 knows nothing of jobs, HTTP or databases. Defaults follow Keras where Keras has the concept.
+The names a field accepts come from the engine's registries (worker/nn/names.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "linear")
-OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "linear", "softmax")
-LOSSES = ("mse", "binary_crossentropy", "categorical_crossentropy")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "reduce_on_plateau")
-INITIALIZERS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform")
-MONITORS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2", "val_mae")
 
 
 @dataclass
@@ -82,3 +75,9 @@ class TrainConfig:
     validation_split: float = 0.2  # used only when no validation set is given; stratified for classification
     standardize: bool = True  # inputs: (X - mean) / std from the training part, stored in the model
     dtype: str = "float32"  # or "float64"
+    # None: classification for the cross-entropies, regression for mse; "autoencoder": the
+    # target is the input (mse: the standardized input; binary_crossentropy: raw inputs in [0, 1])
+    task: str | None = None
+    # hidden layers (0-based) held fixed: no gradient step, no optimizer state, batch norm on its
+    # running statistics; backpropagation stops at the lowest trainable layer
+    freeze: list[int] = field(default_factory=list)

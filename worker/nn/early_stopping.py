@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 
-MAXIMIZED = ("train_accuracy", "val_accuracy", "val_r2")
-MINIMIZED = ("train_loss", "val_loss", "val_mae")
+from .metrics import METRICS
 
 
 def monitor_direction(monitor: str, mode: str, field: str = "mode") -> str:
@@ -19,10 +18,8 @@ def monitor_direction(monitor: str, mode: str, field: str = "mode") -> str:
         return mode
     if mode != "auto":
         raise ValueError(f"{field}: must be 'auto', 'min' or 'max', not {mode!r}")
-    if monitor in MAXIMIZED:
-        return "max"
-    if monitor in MINIMIZED:
-        return "min"
+    if monitor in METRICS:
+        return METRICS[monitor].direction
     raise ValueError(f"{field}: cannot tell whether {monitor!r} should rise or fall; give 'min' or 'max'")
 
 

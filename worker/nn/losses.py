@@ -5,12 +5,16 @@ returns the *sum over samples* of the per-sample loss, so batch sums add up exac
 writes dL/dZ of the *mean* loss over the `m` rows. Cross-entropies are computed from the logits
 (log-sum-exp, softplus), which is stable without clipping; the gradient of softmax + CE and of
 sigmoid + BCE is the fused `(P - T) / m`.
+
+Each loss names the output activation it needs (None: any), the one a run gets by default, the
+task it implies when none is given, and whether it may reconstruct inputs (autoencoders).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .activations import ACTIVATIONS, DERIVATIVES
+from .metrics import TASKS
 
 
 class SoftmaxCrossEntropy:
@@ -18,6 +22,9 @@ class SoftmaxCrossEntropy:
 
     name = "categorical_crossentropy"
     output_activation = "softmax"
+    default_output_activation = "softmax"
+    task = "classification"
+    reconstructs = False
 
     def forward(self, Z, T, P):
         Z -= np.maximum.reduce(Z, axis=1, keepdims=True)  # Z now holds shifted logits
@@ -37,6 +44,9 @@ class SigmoidBinaryCrossEntropy:
 
     name = "binary_crossentropy"
     output_activation = "sigmoid"
+    default_output_activation = "sigmoid"
+    task = "classification"
+    reconstructs = True  # inputs in [0, 1]
 
     def forward(self, Z, T, P):
         # softplus(z) - t z = max(z, 0) - t z + log1p(exp(-|z|))
@@ -55,6 +65,9 @@ class MeanSquaredError:
 
     name = "mse"
     output_activation = None
+    default_output_activation = "linear"
+    task = "regression"
+    reconstructs = True
 
     def __init__(self, activation: str = "linear"):
         self.activation = activation
@@ -74,10 +87,28 @@ class MeanSquaredError:
 
 
 LOSS_FUNCTIONS = {
-    "categorical_crossentropy": SoftmaxCrossEntropy,
-    "binary_crossentropy": SigmoidBinaryCrossEntropy,
     "mse": MeanSquaredError,
+    "binary_crossentropy": SigmoidBinaryCrossEntropy,
+    "categorical_crossentropy": SoftmaxCrossEntropy,
 }
+
+
+def task_of(config) -> str:
+    """The run's task: `config.task` if given (checked against the loss), else the loss's own."""
+    if config.loss not in LOSS_FUNCTIONS:
+        raise ValueError(f"loss: unknown {config.loss!r}; choose from {sorted(LOSS_FUNCTIONS)}")
+    loss = LOSS_FUNCTIONS[config.loss]
+    task = config.task or loss.task
+    if task not in TASKS:
+        raise ValueError(f"task: unknown {task!r}; choose from {list(TASKS)}")
+    if task == "autoencoder":
+        if not loss.reconstructs:
+            reconstructing = [name for name, cls in LOSS_FUNCTIONS.items() if cls.reconstructs]
+            raise ValueError(f"loss: an autoencoder reconstructs its input with {' or '.join(reconstructing)}, "
+                             f"not {config.loss}")
+    elif task != loss.task:
+        raise ValueError(f"task: {config.loss} is a {loss.task} loss, not one for {task!r}")
+    return task
 
 
 def make_loss(name: str, output_activation: str):

@@ -1,7 +1,49 @@
-"""Per-epoch metrics from predictions: accuracy, R^2 (uniform average over outputs), MAE."""
+"""Per-epoch metrics from predictions: accuracy, R^2 (uniform average over outputs), MAE.
+
+METRICS is the registry of the names a run reports per epoch and a monitor may watch: which way
+is better, which tasks measure each, and whether it needs validation data.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+TASKS = ("classification", "regression", "autoencoder")
+
+
+@dataclass(frozen=True)
+class Metric:
+    direction: str  # "max" or "min": which way is better
+    tasks: tuple[str, ...]  # the tasks whose runs measure it
+    validation: bool  # measured on validation data, so only when there is some
+
+
+METRICS = {
+    "train_loss": Metric("min", TASKS, validation=False),
+    "val_loss": Metric("min", TASKS, validation=True),
+    "train_accuracy": Metric("max", ("classification",), validation=False),
+    "val_accuracy": Metric("max", ("classification",), validation=True),
+    "val_r2": Metric("max", ("regression",), validation=True),
+    "val_mae": Metric("min", ("regression",), validation=True),
+}
+
+
+def measured_metrics(task: str, has_validation: bool) -> set[str]:
+    """The METRICS a run of `task` reports (with validation data or without)."""
+    return {name for name, m in METRICS.items() if task in m.tasks and (has_validation or not m.validation)}
+
+
+def unmeasured_reason(name: str, task: str, has_validation: bool) -> str | None:
+    """Why a run of `task` does not measure metric `name`, or None when it does."""
+    metric = METRICS.get(name)
+    if metric is None:
+        return f"{name!r} is not a metric; choose from {sorted(METRICS)}"
+    if metric.validation and not has_validation:
+        return f"{name} needs validation data (validation_split > 0)"
+    if task not in metric.tasks:
+        return f"{name} is only measured for {' and '.join(metric.tasks)}"
+    return None
 
 
 def predicted_classes(P: np.ndarray) -> np.ndarray:

@@ -6,6 +6,11 @@ File format (format_version 1): an `.npz` readable with `np.load(path, allow_pic
 version, each layer's units/activation/batch_norm, the loss, input preprocessing (mean/std),
 class labels, and input/output sizes. Layer i computes
 `act_i(bn_i(x @ weight + bias))`, with `bn(z) = (z - bn_mean) / sqrt(bn_var + eps) * bn_gamma + bn_beta`.
+
+`task` is "classification", "regression", "autoencoder" (outputs reconstruct the inputs: in
+standardized units when meta `target` is "standardized_input", as they are when `target` is
+"input") or "encoder" (`loss` null: every layer is a hidden one and the output is the code, e.g.
+an autoencoder's layers up to its narrowest, from `Model.encoder()`).
 """
 from __future__ import annotations
 
@@ -20,11 +25,11 @@ FORMAT = "backprop-lab-model"
 FORMAT_VERSION = 1
 
 
-def build_meta(net: Network, *, classes, mean, std, target_ndim: int) -> dict:
-    return {
+def build_meta(net: Network, *, classes, mean, std, target_ndim: int, task: str | None = None) -> dict:
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "task": "regression" if net.loss_name == "mse" else "classification",
+        "task": task or ("regression" if net.loss_name == "mse" else "classification"),
         "loss": net.loss_name,
         "dtype": net.dtype.name,
         "input_size": net.n_inputs,
@@ -41,6 +46,9 @@ def build_meta(net: Network, *, classes, mean, std, target_ndim: int) -> dict:
         "classes": classes,
         "target_ndim": target_ndim,
     }
+    if task == "autoencoder":  # mse learns the standardized inputs; binary_crossentropy the raw ones
+        meta["target"] = "standardized_input" if net.loss_name == "mse" and mean is not None else "input"
+    return meta
 
 
 def network_from_meta(meta: dict) -> Network:
@@ -68,6 +76,10 @@ class Model:
     def is_classifier(self) -> bool:
         return self.meta["task"] == "classification"
 
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
     def prepare(self, X) -> np.ndarray:
         """Inputs cast to the model's dtype and standardized as in training."""
         X = check_features(X, "X", self.network.n_inputs)
@@ -80,40 +92,71 @@ class Model:
         return self.network.predict_raw(self.prepare(X))
 
     def predict(self, X) -> np.ndarray:
-        """Class labels for classifiers; values for regressors ((rows,) when trained on a vector)."""
+        """Class labels for classifiers; values for regressors ((rows,) when trained on a vector);
+        reconstructions in the inputs' own units for autoencoders; codes for encoders."""
         out = self._outputs(X)
         if self.is_classifier:
             return self.classes[predicted_classes(out)]
+        if self.meta.get("target") == "standardized_input":
+            out *= self._std
+            out += self._mean
         return out[:, 0] if self.meta["target_ndim"] == 1 and out.shape[1] == 1 else out
+
+    def encoder(self) -> "Model":
+        """An autoencoder's layers up to its narrowest hidden layer (the first of least width), as
+        a model of task "encoder" with the same input preprocessing: `predict` gives the codes."""
+        if self.task != "autoencoder":
+            raise ValueError(f"encoder: only an autoencoder has one; this model is a {self.task} model")
+        hidden = self.network.layers[:-1]
+        if not hidden:
+            raise ValueError("encoder: this autoencoder has no hidden layer")
+        widths = [layer.units for layer in hidden]
+        code = widths.index(min(widths))
+        net = Network(self.network.n_inputs, hidden[:code + 1], None, self.network.dtype)
+        source = self.network.state_arrays()
+        for key, target in net.state_arrays().items():
+            np.copyto(target, source[key])
+        meta = build_meta(net, classes=None, mean=self._mean, std=self._std, target_ndim=2, task="encoder")
+        return Model(net, meta)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, one column per class in `classes` order (two for binary)."""
         if not self.is_classifier:
-            raise TypeError("predict_proba: this model is a regressor")
+            raise TypeError(f"predict_proba: this model is a {self.task} model, not a classifier")
         out = self._outputs(X)
         if out.shape[1] == 1:
             return np.concatenate([1.0 - out, out], axis=1)
         return out
 
-    def loss_and_gradients(self, X, y, *, training: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_gradients(self, X, y=None, *, training: bool = False) -> tuple[float, dict[str, np.ndarray]]:
         """Mean loss of (X, y) and its gradients, keyed exactly like the model file.
 
-        X is raw input (standardized here as in predict); y as given to training. Dropout is
-        off; batch norm uses running statistics, or batch statistics with `training=True`
-        (running statistics are left unchanged either way). The L2 penalty is not included.
+        X is raw input (standardized here as in predict); y as given to training (None for an
+        autoencoder: its target is X, as in training). Dropout is off; batch norm uses running
+        statistics, or batch statistics with `training=True` (running statistics are left
+        unchanged either way). The L2 penalty is not included.
         """
         net = self.network
-        X = self.prepare(X)
-        targets = encode_targets(y, net.loss_name, self.meta["classes"], net.dtype)
-        if targets.T.shape[0] != X.shape[0]:
-            raise ValueError(f"y: has {targets.T.shape[0]} rows but X has {X.shape[0]}")
+        if net.loss is None:
+            raise TypeError("loss_and_gradients: an encoder has no loss")
+        if self.task == "autoencoder":
+            if y is not None:
+                raise ValueError("y: an autoencoder's target is X; give None")
+            T = self.prepare(X) if self.meta["target"] == "standardized_input" else \
+                np.array(check_features(X, "X", net.n_inputs), dtype=net.dtype, order="C")
+            X = self.prepare(X)
+        else:
+            X = self.prepare(X)
+            T = encode_targets(y, net.loss_name, self.meta["classes"], net.dtype).T
+        if T.shape[0] != X.shape[0]:
+            raise ValueError(f"y: has {T.shape[0]} rows but X has {X.shape[0]}")
         saved = {k: v.copy() for k, v in net.buffers.items()}
         ws = net.workspace(X.shape[0])
         b = ws.batch(X.shape[0])
         grads = zeros_like_params(net.params)
         try:
-            loss_sum = net.forward(b, X, targets.T, training=training, rng=None)
-            net.backward(b, X, targets.T, grads)
+            loss_sum = net.forward(b, X, T, training=training, rng=None)
+            net.backward(b, X, T, grads)
         finally:
             for k, v in saved.items():
                 np.copyto(net.buffers[k], v)

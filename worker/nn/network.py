@@ -4,6 +4,8 @@ Parameters live in one dict keyed exactly like the model file (`layers.{i}.weigh
 fan_out, `layers.{i}.bias`, `layers.{i}.bn_gamma`/`bn_beta`); batch-norm running statistics
 (`layers.{i}.bn_mean`/`bn_var`) live in `buffers`. A hidden layer is
 dense -> [batch norm] -> activation -> [inverted dropout]; the last layer is dense -> loss.
+A network without a loss (an encoder) is hidden layers only: its output is the last one's.
+Frozen hidden layers (`freeze`) get no gradients: backward stops at the lowest trainable layer.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activations import ACTIVATIONS, DERIVATIVES
+from .activations import ACTIVATIONS, DERIVATIVES, OUTPUT_ONLY_ACTIVATIONS
 from .initializers import INITIALIZERS, default_initializer
 from .losses import make_loss
 
@@ -31,13 +33,21 @@ def weight_key(i: int) -> str:
     return f"layers.{i}.weight"
 
 
+def layer_of(key: str) -> int:
+    """The layer index of a parameter or buffer key (`layers.{i}.…`)."""
+    return int(key.split(".")[1])
+
+
 class Network:
-    def __init__(self, n_inputs: int, layers: list[LayerSpec], loss: str, dtype="float32"):
+    def __init__(self, n_inputs: int, layers: list[LayerSpec], loss: str | None, dtype="float32"):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: must be float32 or float64, not {dtype!r}")
         if n_inputs < 1:
             raise ValueError("inputs: need at least one feature")
+        if not layers:
+            raise ValueError("layers: need at least one")
+        n_hidden = len(layers) - 1 if loss is not None else len(layers)
         for i, layer in enumerate(layers):
             if layer.units < 1:
                 raise ValueError(f"layers[{i}].units: must be at least 1")
@@ -45,14 +55,15 @@ class Network:
                 raise ValueError(f"layers[{i}].activation: unknown {layer.activation!r}")
             if not 0.0 <= layer.dropout < 1.0:
                 raise ValueError(f"layers[{i}].dropout: must be in [0, 1)")
-            if i < len(layers) - 1 and layer.activation == "softmax":
-                raise ValueError(f"layers[{i}].activation: softmax is for the output layer only")
-        if layers[-1].dropout or layers[-1].batch_norm:
+            if i < n_hidden and layer.activation in OUTPUT_ONLY_ACTIVATIONS:
+                raise ValueError(f"layers[{i}].activation: {layer.activation} is for the output layer only")
+        if loss is not None and (layers[-1].dropout or layers[-1].batch_norm):
             raise ValueError("output layer: no dropout or batch norm")
         self.n_inputs = n_inputs
         self.layers = list(layers)
         self.loss_name = loss
-        self.loss = make_loss(loss, layers[-1].activation)
+        self.loss = make_loss(loss, layers[-1].activation) if loss is not None else None
+        self._loss_layer = len(layers) - 1 if loss is not None else -1  # -1: no layer feeds a loss
         sizes = [n_inputs] + [layer.units for layer in layers]
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -66,6 +77,23 @@ class Network:
                 self.buffers[f"layers.{i}.bn_var"] = np.ones(layer.units, self.dtype)
         # keys formatted once: the hot loop looks them up every batch
         self._dense_keys = [(weight_key(i), f"layers.{i}.bias") for i in range(len(layers))]
+        self.freeze(())
+
+    def freeze(self, hidden_layers) -> None:
+        """Hold these hidden layers (0-based) fixed from now on: `trainable_params` leaves them out,
+        backward computes no gradients for them and stops at the lowest trainable layer, and their
+        batch norm runs on its running statistics (left unchanged), as Keras does for a frozen layer."""
+        frozen = list(hidden_layers)
+        n_hidden = len(self.layers) - 1 if self.loss is not None else len(self.layers)
+        for position, i in enumerate(frozen):
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_hidden:
+                raise ValueError(f"freeze[{position}]: {i!r} is not a hidden layer index (0..{n_hidden - 1})")
+        if len(set(frozen)) != len(frozen):
+            raise ValueError(f"freeze: lists a layer twice ({frozen})")
+        self.frozen = frozenset(frozen)
+        self._trainable = [i not in self.frozen for i in range(len(self.layers))]
+        self._lowest_trainable = self._trainable.index(True) if any(self._trainable) else len(self.layers)
+        self.trainable_params = {k: v for k, v in self.params.items() if layer_of(k) not in self.frozen}
 
     def __repr__(self):
         shape = "-".join(str(n) for n in [self.n_inputs] + [la.units for la in self.layers])
@@ -103,7 +131,7 @@ class Network:
         params = self.params
         b.training = training
         a = x
-        last = len(self.layers) - 1
+        last = self._loss_layer
         for i, layer in enumerate(self.layers):
             Z = b.Z[i]
             w_key, b_key = self._dense_keys[i]
@@ -113,7 +141,7 @@ class Network:
                 return self.loss.forward(Z, T, b.P)
             A = b.A[i]
             if layer.batch_norm:
-                self._batch_norm_forward(i, b, Z, A, training)
+                self._batch_norm_forward(i, b, Z, A, training and self._trainable[i])
             ACTIVATIONS[layer.activation](A)
             if layer.dropout and training and rng is not None:
                 mask = b.mask[i]
@@ -128,7 +156,8 @@ class Network:
             else:
                 b.dropped[i] = False
                 a = A
-        raise AssertionError("unreachable")
+        np.copyto(b.P, a)  # no loss: the network's output is its last hidden layer's
+        return 0.0
 
     def _batch_norm_forward(self, i, b, Z, A, training):
         gamma = self.params[f"layers.{i}.bn_gamma"]
@@ -159,12 +188,17 @@ class Network:
         A += beta
 
     def backward(self, b: "Batch", x, T, grads: dict[str, np.ndarray]) -> None:
-        """Gradients of the mean loss of the last `forward` on `b` into `grads`."""
+        """Gradients of the mean loss of the last `forward` on `b` into `grads` (the keys of
+        `trainable_params`); no work below the lowest trainable layer."""
+        if self.loss is None:
+            raise TypeError("backward: this network has no loss (an encoder)")
         params = self.params
+        trainable = self._trainable
+        floor = self._lowest_trainable
         last = len(self.layers) - 1
         dZ = b.delta[last]
         self.loss.delta(b.P, T, dZ)
-        for i in range(last, -1, -1):
+        for i in range(last, floor - 1, -1):
             if i < last:
                 layer = self.layers[i]
                 dZ = b.delta[i]  # holds dL/d(layer output)
@@ -173,15 +207,20 @@ class Network:
                 DERIVATIVES[layer.activation](b.A[i], dZ)
                 if layer.batch_norm:
                     self._batch_norm_backward(i, b, dZ, grads)
-            a_in = x if i == 0 else (b.D[i - 1] if b.dropped[i - 1] else b.A[i - 1])
             w_key, b_key = self._dense_keys[i]
-            np.matmul(a_in.T, dZ, out=grads[w_key])
-            np.add.reduce(dZ, axis=0, out=grads[b_key])  # np.sum's Python wrapper costs more than it
-            if i > 0:
+            if trainable[i]:
+                a_in = x if i == 0 else (b.D[i - 1] if b.dropped[i - 1] else b.A[i - 1])
+                np.matmul(a_in.T, dZ, out=grads[w_key])
+                np.add.reduce(dZ, axis=0, out=grads[b_key])  # np.sum's Python wrapper costs more than it
+            if i > floor:
                 np.matmul(dZ, params[w_key].T, out=b.delta[i - 1])
 
     def _batch_norm_backward(self, i, b, dY, grads):
         gamma = self.params[f"layers.{i}.bn_gamma"]
+        if not self._trainable[i]:
+            # frozen: forward used the running statistics, a per-unit affine map; no parameter grads
+            dY *= gamma * b.inv_std[i]
+            return
         x_hat = b.Z[i]
         m = dY.shape[0]
         g_gamma = grads[f"layers.{i}.bn_gamma"]

@@ -18,11 +18,13 @@ from .checkpoint import load_npz, strip_prefix, with_prefix, write_npz
 from .config import TrainConfig
 from .data import prepare
 from .early_stopping import BestTracker, EarlyStopping
-from .metrics import count_correct, mean_absolute_error, predicted_classes, r2_score
+from .losses import task_of
+from .metrics import count_correct, mean_absolute_error, measured_metrics, predicted_classes, r2_score
 from .model_file import Model, build_meta
 from .network import LayerSpec, Network, weight_key, zeros_like_params
 from .optimizers import make_optimizer
 from .schedules import make_schedule
+from .transfer import Transfer
 
 CHECKPOINT_FORMAT = "backprop-lab-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -31,24 +33,32 @@ MAX_STEP_LOSS = 1e30  # a batch loss beyond this is treated as divergence before
 
 
 class Trainer:
-    """Trains a network described by a TrainConfig on (X, y); see docs/engine.md."""
+    """Trains a network described by a TrainConfig on (X, y); see docs/engine.md.
 
-    def __init__(self, config: TrainConfig, X, y, X_val=None, y_val=None, *, clock=time.perf_counter):
+    `transfer` starts hidden layers from given arrays and may fix the input standardization;
+    pass the same one again when resuming (the checkpoint replaces the weights, not the data).
+    """
+
+    def __init__(self, config: TrainConfig, X, y=None, X_val=None, y_val=None, *,
+                 transfer: Transfer | None = None, clock=time.perf_counter):
         _check_config(config)
         self.config = config
         self.clock = clock
-        self.data = prepare(config, X, y, X_val, y_val)
+        self.task = task_of(config)
+        self.data = prepare(config, X, y, X_val, y_val,
+                            standardization=transfer.standardization if transfer is not None else None)
         d = self.data
         self.has_validation = d.X_val is not None
-        self.classification = config.loss != "mse"
-        n_out = (len(d.classes) if config.loss == "categorical_crossentropy" else 1) if self.classification \
-            else d.train.T.shape[1]
+        self.classification = self.task == "classification"
         layers = [LayerSpec(la.units, la.activation, la.dropout, la.batch_norm) for la in config.hidden_layers]
-        layers.append(LayerSpec(n_out, config.output_activation))
+        layers.append(LayerSpec(d.train.T.shape[1], config.output_activation))  # one-hot, 1 or values wide
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         self.network = Network(d.X.shape[1], layers, config.loss, config.dtype)
         self.network.initialize(self.rng, config.init)
-        self.optimizer = make_optimizer(config.optimizer, self.network.params)
+        if transfer is not None:
+            transfer.apply(self.network)
+        self.network.freeze(config.freeze)
+        self.optimizer = make_optimizer(config.optimizer, self.network.trainable_params)
         self.schedule = make_schedule(config.lr_schedule, config.optimizer.learning_rate, config.epochs)
         self.early_stopping = EarlyStopping(config.early_stopping) if config.early_stopping else None
         self.best_tracker = BestTracker("val_loss" if self.has_validation else "train_loss")
@@ -62,13 +72,7 @@ class Trainer:
     # ---------------------------------------------------------------- state
 
     def available_metrics(self) -> set[str]:
-        names = {"train_loss"}
-        if self.classification:
-            names.add("train_accuracy")
-        if self.has_validation:
-            names.add("val_loss")
-            names.update({"val_accuracy"} if self.classification else {"val_r2", "val_mae"})
-        return names
+        return measured_metrics(self.task, self.has_validation)
 
     def _check_monitors(self):
         available = self.available_metrics()
@@ -102,19 +106,23 @@ class Trainer:
             es_arrays, es_scalars = self.early_stopping.state_dict()
             arrays.update(with_prefix("early_stopping", es_arrays))
             meta["early_stopping"] = es_scalars
+        if self.data.mean is not None:  # what the data was prepared with: a resume must match it
+            arrays.update(with_prefix("input", {"mean": self.data.mean, "std": self.data.std}))
         return arrays, meta
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != CHECKPOINT_VERSION:
             raise ValueError("checkpoint: not a checkpoint of this engine version")
-        mine = dataclasses.asdict(self.config)
+        mine = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as stored: tuples become lists
         theirs = meta["config"]
-        changed = sorted(k for k in mine if k != "epochs" and mine[k] != theirs.get(k))
+        defaults = dataclasses.asdict(TrainConfig())  # for fields newer than the checkpoint
+        changed = sorted(k for k in mine if k != "epochs" and mine[k] != theirs.get(k, defaults[k]))
         if changed:
             raise ValueError(f"checkpoint: written with a different configuration ({', '.join(changed)})")
         rows = [int(self.data.X.shape[0]), 0 if self.data.X_val is None else int(self.data.X_val.shape[0])]
         if meta["rows"] != rows:
             raise ValueError(f"checkpoint: written for {meta['rows']} train/validation rows, this run has {rows}")
+        self._check_input_standardization(strip_prefix("input", arrays))
         net_arrays = strip_prefix("network", arrays)
         target = self.network.state_arrays()
         if set(net_arrays) != set(target):
@@ -133,6 +141,14 @@ class Trainer:
         self.rng.bit_generator.state = meta["rng"]
         self.epoch = int(meta["epoch"])
         self.history = [dict(h) for h in meta["history"]]
+
+    def _check_input_standardization(self, saved: dict[str, np.ndarray]) -> None:
+        if not saved:
+            return  # written before checkpoints held it
+        d = self.data
+        if d.mean is None or not (np.array_equal(saved["mean"], d.mean) and np.array_equal(saved["std"], d.std)):
+            raise ValueError("checkpoint: written with another input standardization (a different dataset, "
+                             "or a transfer's standardization missing or changed)")
 
     def save_checkpoint(self, target) -> None:
         """Write the whole training state to `target` (a path or a binary file)."""
@@ -161,7 +177,7 @@ class Trainer:
         for key, value in net.state_arrays().items():
             np.copyto(copy.state_arrays()[key], value)
         d = self.data
-        meta = build_meta(copy, classes=d.classes, mean=d.mean, std=d.std, target_ndim=d.target_ndim)
+        meta = build_meta(copy, classes=d.classes, mean=d.mean, std=d.std, target_ndim=d.target_ndim, task=self.task)
         return Model(copy, meta)
 
     # ---------------------------------------------------------------- training
@@ -172,7 +188,7 @@ class Trainer:
         net = self.network
         n = self.data.X.shape[0]
         ws = net.workspace(min(cfg.batch_size, n))
-        grads = zeros_like_params(net.params)
+        grads = zeros_like_params(net.trainable_params)
         eval_ws = net.workspace(min(EVAL_ROWS, self.data.X_val.shape[0])) if self.has_validation else None
         val_P = np.empty((self.data.X_val.shape[0], net.n_outputs), net.dtype) if self.has_validation else None
         saved = _Snapshot([net.state_arrays(), self.optimizer.state])
@@ -236,13 +252,13 @@ class Trainer:
         cfg = self.config
         net = self.network
         X, T, labels = self.data.X, self.data.train.T, self.data.train.labels
-        params = net.params
+        all_params, params = net.params, net.trainable_params
         step = self.optimizer.step
         forward, backward = net.forward, net.backward
         rng = self.rng
         batch_size = ws.rows
         weight_keys = [weight_key(i) for i in range(len(net.layers))]
-        decay_keys = frozenset(weight_keys)
+        trainable_weights = frozenset(key for key in weight_keys if key in params)  # AdamW decays these
         l2, clip_norm = cfg.l2, cfg.clip_norm
         lr = float(lr)
 
@@ -260,17 +276,18 @@ class Trainer:
                 correct += count_correct(b.P, b.labels)
             backward(b, b.x, b.t, grads)
             if l2:
-                penalty = 0.0
+                penalty = 0.0  # over every weight, as val_loss counts it; frozen ones get no gradient
                 for key in weight_keys:
-                    W = params[key]
+                    W = all_params[key]
                     penalty += float(np.vdot(W, W))
-                    grads[key] += l2 * W
+                    if key in trainable_weights:
+                        grads[key] += l2 * W
                 batch_loss += 0.5 * l2 * penalty * b.m
             if clip_norm is not None:
                 _clip_by_global_norm(grads, clip_norm)
             if not abs(batch_loss) < MAX_STEP_LOSS:  # also catches NaN
                 return "diverged"
-            step(params, grads, lr, decay_keys)
+            step(params, grads, lr, trainable_weights)
             loss_sum += batch_loss
             if should_stop is not None:
                 asked = should_stop()
@@ -296,7 +313,7 @@ class Trainer:
             if self.classification:
                 metrics["val_accuracy"] = float(np.count_nonzero(predicted_classes(val_P) == d.val.labels)) \
                     / d.X_val.shape[0]
-            elif _finite(val_loss):
+            elif self.task == "regression" and _finite(val_loss):
                 metrics["val_r2"] = r2_score(d.val.T, val_P)
                 metrics["val_mae"] = mean_absolute_error(d.val.T, val_P)
         metrics["lr"] = lr
@@ -358,4 +375,6 @@ def _check_config(config) -> None:
         raise ValueError("clip_norm: must be positive")
     if config.dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: must be 'float32' or 'float64', not {config.dtype!r}")
+    if not isinstance(config.freeze, (list, tuple)):
+        raise ValueError("freeze: must be a list of hidden layer indexes")
     json.dumps(dataclasses.asdict(config))  # the checkpoint stores it

@@ -1,9 +1,14 @@
-"""float32 by default, float64 on request, and no silent upcasts anywhere on the way."""
+"""float32 by default, float64 on request, and no silent upcasts anywhere on the way.
+
+Every registered activation, loss, output activation, optimizer, schedule and initializer is
+run in both dtypes: the parameters come from the registries (worker/nn/names.py).
+"""
 import numpy as np
 import pytest
 
-from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, TrainConfig, Trainer
-from worker.nn.config import HIDDEN_ACTIVATIONS
+from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, TrainConfig, Trainer
+from worker.nn.names import (AUTOENCODER_LOSSES, DEFAULT_OUTPUT_ACTIVATION, HIDDEN_ACTIVATIONS, INITIALIZER_NAMES,
+                             LOSSES, OPTIMIZER_NAMES, OUTPUT_ACTIVATIONS, REQUIRED_OUTPUT_ACTIVATION, SCHEDULE_NAMES)
 from worker.nn.network import zeros_like_params
 
 
@@ -14,7 +19,7 @@ def data(n=96, seed=0):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "rmsprop", "adamw"])
+@pytest.mark.parametrize("optimizer", OPTIMIZER_NAMES)
 def test_every_array_keeps_the_configured_dtype(dtype, optimizer):
     X, y = data()
     hidden = [LayerConfig(6, act, dropout=0.1, batch_norm=(i % 2 == 0)) for i, act in enumerate(HIDDEN_ACTIVATIONS)]
@@ -55,3 +60,48 @@ def test_the_trainer_does_not_copy_a_ready_float32_dataset():
     assert np.shares_memory(trainer.data.X, X)
     trainer.fit()
     assert np.array_equal(trainer.data.X, X)  # and never writes to it
+
+
+def assert_dtype_kept(trainer: Trainer, X, want):
+    trainer.fit()
+    arrays, _ = trainer.state_dict()
+    assert all(a.dtype == want for a in arrays.values()), {k: a.dtype for k, a in arrays.items() if a.dtype != want}
+    out = trainer.model.predict_proba(X) if trainer.model.is_classifier else trainer.model.predict(X)
+    assert out.dtype == want
+
+
+LOSS_OUTPUTS = [(loss, output) for loss in LOSSES
+                for output in ([REQUIRED_OUTPUT_ACTIVATION[loss]] if loss in REQUIRED_OUTPUT_ACTIVATION
+                               else OUTPUT_ACTIVATIONS)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, output", LOSS_OUTPUTS)
+def test_every_loss_and_output_activation_keeps_the_dtype(dtype, loss, output):
+    X, y = data()
+    y = {"binary_crossentropy": y % 2, "mse": X[:, :2] * 0.5}.get(loss, y)
+    config = TrainConfig(hidden_layers=[LayerConfig(6, "tanh")], loss=loss, output_activation=output, epochs=2,
+                         batch_size=16, dtype=dtype)
+    assert_dtype_kept(Trainer(config, X, y), X, np.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
+@pytest.mark.parametrize("init", INITIALIZER_NAMES)
+def test_every_schedule_and_initializer_keeps_the_dtype(dtype, schedule, init):
+    X, y = data()
+    config = TrainConfig(hidden_layers=[LayerConfig(6, "relu")], epochs=3, batch_size=16, dtype=dtype, init=init,
+                         lr_schedule=ScheduleConfig(schedule, step_size=1, patience=0))
+    assert_dtype_kept(Trainer(config, X, y), X, np.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", AUTOENCODER_LOSSES)
+def test_autoencoders_and_frozen_layers_keep_the_dtype(dtype, loss):
+    X = np.random.default_rng(3).uniform(0, 1, (80, 6))
+    config = TrainConfig(task="autoencoder", loss=loss, output_activation=DEFAULT_OUTPUT_ACTIVATION[loss],
+                         hidden_layers=[LayerConfig(5, "relu", batch_norm=True), LayerConfig(3, "tanh")],
+                         epochs=2, batch_size=16, dtype=dtype, freeze=[0])
+    trainer = Trainer(config, X)
+    assert_dtype_kept(trainer, X, np.dtype(dtype))
+    assert trainer.model.encoder().predict(X).dtype == np.dtype(dtype)

@@ -1,15 +1,18 @@
-"""Analytic gradients against central finite differences in float64."""
+"""Analytic gradients against central finite differences in float64.
+
+Every registered activation, loss and output activation is checked: the parameters come from the
+registries (worker/nn/names.py), so a newly registered name is gradient-checked without an edit here.
+"""
 import numpy as np
 import pytest
 
-from worker.nn.config import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
-from worker.nn.network import LayerSpec
+from worker.nn.names import DEFAULT_OUTPUT_ACTIVATION, HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS
+from worker.nn.network import LayerSpec, Network, zeros_like_params
 
 from .helpers import make_model, targets_for
 
 STEP = 1e-6
 TOLERANCE = 1e-6
-OUTPUT_FOR_LOSS = {"categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid", "mse": "linear"}
 
 
 def numeric_gradients(model, X, y, training):
@@ -35,28 +38,17 @@ def assert_gradients_match(model, X, y, training):
     assert np.isfinite(loss)
     assert set(analytic) == set(model.network.params)
     numeric = numeric_gradients(model, X, y, training)
-    a = np.concatenate([analytic[k].ravel() for k in sorted(analytic)])
-    n = np.concatenate([numeric[k].ravel() for k in sorted(numeric)])
-    assert np.linalg.norm(a) > 1e-4  # a vanishing gradient would make the check vacuous
-    overall = np.linalg.norm(a - n) / (np.linalg.norm(a) + np.linalg.norm(n))
-    assert overall < TOLERANCE, overall
-    scale = np.linalg.norm(a)
-    for key in analytic:
-        ak, nk = analytic[key], numeric[key]
-        # per array too, relative where the array's gradient is not negligible (biases under
-        # batch norm have an exactly zero gradient)
-        denom = max(np.linalg.norm(ak) + np.linalg.norm(nk), 1e-3 * scale)
-        assert np.linalg.norm(ak - nk) / denom < TOLERANCE, key
+    assert_close(analytic, numeric)
 
 
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batchnorm"])
-@pytest.mark.parametrize("loss", sorted(OUTPUT_FOR_LOSS))
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_every_hidden_activation_with_every_loss(activation, loss, batch_norm):
     rng = np.random.default_rng(1)
     n_out = 1 if loss == "binary_crossentropy" else 3
     hidden = [LayerSpec(5, activation, batch_norm=batch_norm), LayerSpec(4, activation, batch_norm=batch_norm)]
-    model = make_model(hidden, 3, n_out, loss, OUTPUT_FOR_LOSS[loss])
+    model = make_model(hidden, 3, n_out, loss, DEFAULT_OUTPUT_ACTIVATION[loss])
     X = rng.normal(0, 1, (7, 3))
     y = targets_for(loss, 7, n_out, rng)
     assert_gradients_match(model, X, y, training=batch_norm)
@@ -69,6 +61,77 @@ def test_every_output_activation_with_mse(output):
     X = rng.normal(0, 1, (8, 3))
     y = targets_for("mse", 8, 3, rng)
     assert_gradients_match(model, X, y, training=False)
+
+
+def test_binary_crossentropy_over_many_units():
+    """The autoencoder's output: one sigmoid per input feature, targets in [0, 1]."""
+    rng = np.random.default_rng(6)
+    net = Network(4, [LayerSpec(3, "tanh"), LayerSpec(4, "sigmoid")], "binary_crossentropy", "float64")
+    net.initialize(rng)
+    X = rng.uniform(0, 1, (7, 4))
+    assert_network_gradients_match(net, X, X)
+
+
+@pytest.mark.parametrize("frozen", [[0], [1], [0, 2], [0, 1, 2]], ids=str)
+def test_frozen_layers_leave_the_trainable_gradients_exact(frozen):
+    """Backward with frozen layers (batch norm on running statistics there, batch statistics in
+    the trainable ones) gives the finite-difference gradients of the trainable parameters."""
+    rng = np.random.default_rng(7)
+    hidden = [LayerSpec(5, "tanh", batch_norm=True), LayerSpec(4, "elu", batch_norm=True), LayerSpec(4, "sigmoid")]
+    net = Network(3, hidden + [LayerSpec(3, "softmax")], "categorical_crossentropy", "float64")
+    net.initialize(rng)
+    for key, buf in net.buffers.items():
+        buf[...] = rng.normal(0, 0.3, buf.shape) if key.endswith("mean") else rng.uniform(0.5, 2.0, buf.shape)
+    net.freeze(frozen)
+    assert not any(key.startswith(tuple(f"layers.{i}." for i in frozen)) for key in net.trainable_params)
+    X = rng.normal(0, 1, (6, 3))
+    T = np.eye(3)[rng.integers(0, 3, 6)]
+    assert_network_gradients_match(net, X, T)
+
+
+def assert_network_gradients_match(net, X, T):
+    """Training-mode forward without dropout: analytic gradients of `trainable_params` against
+    central differences (running statistics restored around each forward)."""
+    saved = {k: v.copy() for k, v in net.buffers.items()}
+    b = net.workspace(X.shape[0]).batch(X.shape[0])
+
+    def loss():
+        value = net.forward(b, X, T, training=True, rng=None) / X.shape[0]
+        for k, v in saved.items():
+            np.copyto(net.buffers[k], v)
+        return value
+
+    loss()
+    analytic = zeros_like_params(net.trainable_params)
+    net.backward(b, X, T, analytic)
+    numeric = {}
+    for key, p in net.trainable_params.items():
+        numeric[key] = g = np.zeros_like(p)
+        flat, gflat = p.reshape(-1), g.reshape(-1)
+        for j in range(flat.size):
+            kept = flat[j]
+            flat[j] = kept + STEP
+            up = loss()
+            flat[j] = kept - STEP
+            down = loss()
+            flat[j] = kept
+            gflat[j] = (up - down) / (2 * STEP)
+    assert_close(analytic, numeric)
+
+
+def assert_close(analytic, numeric):
+    a = np.concatenate([analytic[k].ravel() for k in sorted(analytic)])
+    n = np.concatenate([numeric[k].ravel() for k in sorted(analytic)])
+    assert np.linalg.norm(a) > 1e-4  # a vanishing gradient would make the check vacuous
+    overall = np.linalg.norm(a - n) / (np.linalg.norm(a) + np.linalg.norm(n))
+    assert overall < TOLERANCE, overall
+    scale = np.linalg.norm(a)
+    for key in analytic:
+        ak, nk = analytic[key], numeric[key]
+        # per array too, relative where the array's gradient is not negligible (biases under
+        # batch norm have an exactly zero gradient)
+        denom = max(np.linalg.norm(ak) + np.linalg.norm(nk), 1e-3 * scale)
+        assert np.linalg.norm(ak - nk) / denom < TOLERANCE, key
 
 
 def test_batch_norm_with_running_statistics():
