@@ -147,7 +147,14 @@ def bench_bookkeeping_and_history(database_url: str, workdir: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["redis_postgres", "embedded", "both"], default="both")
+    parser.add_argument("--compare-mlflow", action="store_true",
+                        help="instead: Backprop Lab beside MLflow's tracking server (bench/mlflow_compare.py)")
     args = parser.parse_args()
+    if args.compare_mlflow:
+        from bench import mlflow_compare
+
+        mlflow_compare.main()
+        return
     backends = ["redis_postgres", "embedded"] if args.backend == "both" else [args.backend]
     for backend in backends:
         with tempfile.TemporaryDirectory() as tmp, ExitStack() as resources:
