@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from service.broker import broker_options
 from service.config import Settings
 
 TRAIN_TASK = "backprop.train_job"  # worker.tasks registers its task under this name
@@ -11,8 +12,9 @@ TRAINING_QUEUE = "training"  # the default of Settings.training_queue
 
 def celery_client(settings: Settings) -> Celery:
     """A Celery app used only to publish; the worker builds its own in worker/app.py."""
-    client = Celery("backprop-api", broker=settings.broker_url, set_as_current=False)
-    client.conf.update(task_default_queue=settings.training_queue, broker_connection_retry_on_startup=True)
+    client = Celery("backprop-api", set_as_current=False)
+    client.conf.update(task_default_queue=settings.training_queue, broker_connection_retry_on_startup=True,
+                       **broker_options(settings.broker_url))
     return client
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from service.broker import SCHEME as EMBEDDED_BROKER_SCHEME, broker_options
 from service.config import Settings, get_settings
 from service.queue import Enqueuer, celery_client
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return dict(
-        broker_url=settings.broker_url,
+        **broker_options(settings.broker_url),
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.training_queue,
         task_acks_late=True,
@@ -58,24 +59,12 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
-EMBEDDED_BROKER_POLL_SECONDS = 0.2
-
-
 @worker_init.connect
 def _prepare_embedded_broker(sender=None, **_kwargs) -> None:
-    url = str(sender.app.conf.broker_url) if sender is not None else ""
-    if not url.startswith("sqla+"):
-        return
-    if url.startswith("sqla+sqlite:///"):
-        # the embedded broker's file lives in ./data by default, which may not exist yet
-        Path(url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # With prefetch 1 and late acks a worker asks for its next message only after a poll
-    # interval, so kombu's default of 1 s caps it at about one job per second. kombu's
-    # SQLAlchemy transport hands every transport option to create_engine, so the documented
-    # `polling_interval` option cannot be used; set the transport's default in this process.
-    from kombu.transport import sqlalchemy as sqlalchemy_transport
-
-    sqlalchemy_transport.Transport.polling_interval = EMBEDDED_BROKER_POLL_SECONDS
+    # the embedded broker's file lives in ./data by default, which may not exist yet
+    url = get_settings().broker_url
+    if url.startswith(EMBEDDED_BROKER_SCHEME + "sqlite:///"):
+        Path(url.removeprefix(EMBEDDED_BROKER_SCHEME + "sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def limit_blas_threads(threads: int) -> None:
