@@ -1,8 +1,8 @@
 """/v1/jobs: submit, list, get, history, cancel, model download, checkpoints.
 
 Submission order matters: validate, find the dataset, resolve the spec against it, commit the job
-row, and only then publish the task (after the answer is sent), so a worker never receives an id
-the database lacks.
+row, and only then publish the task (on the enqueuer's thread, in order), so a worker never
+receives an id the database lacks.
 """
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ import json
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
-from service.queue import Enqueuer
 from service.api.errors import error_responses
 from service.specs import (
     BUILTIN_DATASETS, BUILTIN_PREFIX, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
@@ -41,7 +40,7 @@ NOT_FOUND = error_responses(404, _404="no such job (or another owner's)")
                      "(type `spec_mismatch`)"}},
 )
 def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: OwnerDep, settings: SettingsDep,
-               response: Response, background: BackgroundTasks) -> JobPublic:
+               response: Response) -> JobPublic:
     dataset_id, info = dataset_for(spec.dataset, store, owner)
     try:
         resolved = resolve_spec(spec, info, settings.job_limits)
@@ -52,18 +51,12 @@ def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: Own
         }]) from None
     job = store.create_job(owner=owner, spec=resolved, dataset_id=dataset_id,  # committed here
                            max_queued=settings.max_queued_jobs_per_owner)
-    # published once the answer is sent: the committed row is what counts, and a publish that
-    # never happens (a crash, a broker down) is made good by the workers' reconciler
-    background.add_task(publish, enqueuer, job.id)
+    # published by the enqueuer's own thread, in submission order, without holding up the answer:
+    # the committed row is what counts, and a publish that never happens (a crash, a broker
+    # down) is made good by the workers' reconciler
+    enqueuer.send_later(job.id)
     response.headers["Location"] = router.url_path_for("get_job", job_id=job.id)
     return job
-
-
-def publish(enqueuer: Enqueuer, job_id: str) -> None:
-    try:
-        enqueuer.enqueue(job_id)
-    except Exception:  # noqa: BLE001 - the row is the source of truth; the reconciler re-enqueues queued jobs
-        log.exception("job %s is stored but could not be enqueued; it stays queued", job_id)
 
 
 def value_at(body: object, loc: tuple[str | int, ...]) -> object:

@@ -20,6 +20,7 @@ class Api:
     settings: Settings
 
     def published(self) -> list[TaskMessage]:
+        self.client.app.state.enqueuer.flush()  # the API publishes on its enqueuer's thread
         return take_training_messages(self.settings.broker_url)
 
     def stored_dataset_files(self) -> list[Path]:
