@@ -270,7 +270,9 @@ def test_train_config_maps_every_section():
 def test_celery_app_configuration(tmp_path):
     settings = Settings(_env_file=None, broker_url=f"sqla+sqlite:///{tmp_path / 'b' / 'broker.db'}", worker_concurrency=3)
     conf = create_app(settings).conf
-    assert conf.broker_url == settings.broker_url
+    # the embedded broker: kombu's SQLAlchemy transport subclassed (service/broker.py) on the same file
+    assert (conf.broker_url, conf.broker_transport) == (settings.broker_url.removeprefix("sqla+"),
+                                                        "service.broker:EmbeddedTransport")
     assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
     assert conf.task_default_queue == TRAINING_QUEUE and conf.task_ignore_result is True
     assert conf.broker_connection_retry_on_startup is True and conf.worker_concurrency == 3
