@@ -10,9 +10,8 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
-from service.store import ApiKeys
+from service.store import ApiKeys, Store
 from tests.utils.api import job_body
 from tests.utils.uploads import classification_arrays
 from worker.datasets import load_builtin
@@ -32,8 +31,18 @@ def trained_job(api, headers=None, **spec) -> dict:
     return api.client.get(f"/v1/jobs/{job_id}", headers=headers or {}).json()
 
 
+def model_bytes(api, job_id) -> bytes:
+    with api.store.artifacts.open(api.store.model_file(job_id).key) as handle:
+        return handle.read()
+
+
 def engine_model(api, job_id):
-    return load_model(api.store.model_path(job_id))
+    return load_model(io.BytesIO(model_bytes(api, job_id)))
+
+
+def delete_model_object(api, job_id) -> None:
+    """A read of the model from now on fails."""
+    api.store.artifacts.delete(api.store.model_key(job_id))
 
 
 def predict(api, job_id, inputs, headers=None):
@@ -77,7 +86,7 @@ def test_npz_stays_the_default_with_its_own_sha256(api):
     default = api.client.get(f"/v1/jobs/{job['id']}/model")
     explicit = api.client.get(f"/v1/jobs/{job['id']}/model", params={"format": "npz"})
     assert default.status_code == explicit.status_code == 200
-    assert default.content == explicit.content == api.store.model_path(job["id"]).read_bytes()
+    assert default.content == explicit.content == model_bytes(api, job["id"])
     assert default.headers["x-model-sha256"] == hashlib.sha256(default.content).hexdigest()
     assert default.headers["content-disposition"] == f'attachment; filename="model-{job["id"]}.npz"'
     assert api.client.get(f"/v1/jobs/{job['id']}/model", params={"format": "pt"}).status_code == 422
@@ -99,11 +108,8 @@ def float64_model_job(api) -> str:
                          optimizer=OptimizerConfig("adam", 0.01), validation_split=0.0)
     trainer = Trainer(config, np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float), np.array([0, 1, 1, 0]))
     trainer.fit()
-    path = api.store.model_path(job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.model.save(path)
-    api.store.finish_job(job_id, WORKER, status="succeeded", stop_reason="completed", model_path=path,
-                         model_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    stored = api.store.artifacts.write(api.store.model_key(job_id), trainer.model.save)
+    api.store.finish_job(job_id, WORKER, status="succeeded", stop_reason="completed", model=stored)
     return job_id
 
 
@@ -217,7 +223,7 @@ def test_the_second_predict_does_not_read_the_model_file(api, monkeypatch):
     X = load_builtin("iris", 0).X[:3].tolist()
     first = predict(api, job["id"], X)
     assert first.status_code == 200
-    api.store.model_path(job["id"]).unlink()  # a read now would fail
+    delete_model_object(api, job["id"])
     monkeypatch.setattr(api.store, "model_file", None)  # and so would a lookup: a finished job's model is fixed
     second = predict(api, job["id"], X)
     assert second.status_code == 200 and second.json() == first.json()
@@ -233,9 +239,9 @@ def test_the_model_cache_is_bounded(make_api):
     assert predict(api, second["id"], row).status_code == 200  # evicts the first
     cache = api.client.app.state.model_cache
     assert len(cache.models) == 1
-    api.store.model_path(first["id"]).unlink()
-    with pytest.raises(FileNotFoundError):  # evicted: it must be read again
-        predict(api, first["id"], row)
+    delete_model_object(api, first["id"])
+    evicted = predict(api, first["id"], row)  # it must be read again, and cannot be
+    assert evicted.status_code == 503 and "is missing" in evicted.json()["detail"]
 
 
 # ---------------------------------------------------------------- isolation
@@ -261,7 +267,7 @@ def test_another_owner_gets_404_for_predict_and_onnx(make_api):
 def test_the_model_card_is_on_the_job_and_in_the_file(api):
     job = trained_job(api, **job_body("iris", name="carded", tags=["a"], epochs=2, seed=7))
     card = job["model_card"]
-    with np.load(api.store.model_path(job["id"]), allow_pickle=False) as f:
+    with np.load(io.BytesIO(model_bytes(api, job["id"])), allow_pickle=False) as f:
         assert json.loads(str(f["meta"]))["card"] == card
     assert card["dataset_id"] == "builtin:iris"
     assert card["dataset_sha256"] == arrays_sha256(load_builtin("iris", 7))
@@ -277,10 +283,10 @@ def test_the_model_card_is_on_the_job_and_in_the_file(api):
 def test_an_uploaded_datasets_card_holds_its_stored_files_sha256(api):
     dataset = api.upload_npz("mine", **classification_arrays()).json()
     job = trained_job(api, dataset={"id": dataset["id"]}, epochs=1)
-    stored = api.stored_dataset_files()
-    assert len(stored) == 1
+    with api.store.artifacts.open(api.store.dataset_key(dataset["id"])) as handle:
+        stored = handle.read()
     assert job["model_card"]["dataset_id"] == dataset["id"]
-    assert job["model_card"]["dataset_sha256"] == hashlib.sha256(stored[0].read_bytes()).hexdigest()
+    assert job["model_card"]["dataset_sha256"] == hashlib.sha256(stored).hexdigest()
 
 
 def test_the_card_does_not_change_the_engines_reading_of_the_file(api):
@@ -288,3 +294,24 @@ def test_the_card_does_not_change_the_engines_reading_of_the_file(api):
     model = engine_model(api, job["id"])
     assert model.meta["card"] == job["model_card"]
     assert load_model(io.BytesIO(api.client.get(f"/v1/jobs/{job['id']}/model").content)).meta == model.meta
+
+
+# ---------------------------------------------------------------- artifacts in S3
+
+
+def test_predict_and_onnx_read_the_model_from_s3(make_api, s3_settings, sqlite_database_url, clock):
+    store = Store(s3_settings(database_url=sqlite_database_url), clock=clock)
+    try:
+        api = make_api(store=store)
+        job = trained_job(api, **IRIS)
+        X = load_builtin("iris", 0).X[::11]
+        model = engine_model(api, job["id"])
+        response = predict(api, job["id"], X.tolist())
+        assert response.status_code == 200 and response.json()["classes"] == model.predict(X).tolist()
+        onnx_file = api.client.get(f"/v1/jobs/{job['id']}/model", params={"format": "onnx"})
+        assert onnx_file.status_code == 200
+        assert onnx_file.headers["x-model-sha256"] == hashlib.sha256(onnx_file.content).hexdigest()
+        delete_model_object(api, job["id"])
+        assert predict(api, job["id"], X.tolist()).json() == response.json()  # cached: S3 is not asked again
+    finally:
+        store.dispose()
