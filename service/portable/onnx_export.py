@@ -13,7 +13,10 @@ Outputs, the engine's Model.predict / predict_proba:
 - classifiers: `label` [batch], the class labels themselves (int64, string, double or bool, as the
   model's `classes`), and `probabilities` [batch, classes], one column per class in `classes` order
   (a sigmoid output p becomes [1 - p, p]; its label is classes[p > 0.5]);
-- regressors: `predictions`, [batch] for a model trained on a vector target, else [batch, outputs].
+- regressors: `predictions`, [batch] for a model trained on a vector target, else [batch, outputs];
+- autoencoders: `predictions` [batch, inputs], the reconstruction in the inputs' own units (an mse
+  autoencoder learns standardized inputs: Mul(std), Add(mean) undo that, as Model.predict does);
+- encoders (no loss; every layer a hidden one): `predictions` [batch, code], the codes.
 
 The bytes depend on the model file alone (no job id, no time), so their sha256 is stable.
 """
@@ -34,6 +37,7 @@ OPSET = 13
 IR_VERSION = 8  # what opset 13 needs; onnxruntime 1.10 and later load it
 ELU_ALPHA = 1.0  # the engine's elu is exp(z) - 1 for z < 0 (worker/nn/activations.py)
 INPUT = "input"
+TASKS = ("classification", "regression", "autoencoder", "encoder")
 META_KEYS = ("format", "format_version", "task", "loss", "classes", "target_ndim", "card")
 
 # activation name -> (ONNX op, attributes); None: the identity, no node
@@ -78,6 +82,8 @@ def export_onnx(model: Model) -> bytes:
 
 def to_onnx(model: Model) -> onnx.ModelProto:
     net, meta = model.network, model.meta
+    if meta["task"] not in TASKS:
+        raise NotExportable(f"a model of task {meta['task']!r} has no ONNX form here")
     if net.dtype != np.float32:
         raise NotExportable(f"the model is {net.dtype.name}; the ONNX export is float32 only")
     for i, layer in enumerate(net.layers):
@@ -152,7 +158,11 @@ def _classifier_outputs(g: _Graph, model: Model, x: str, batch: str) -> list[onn
 
 def _regressor_outputs(g: _Graph, model: Model, x: str, batch: str) -> list[onnx.ValueInfoProto]:
     n_outputs = model.network.n_outputs
-    if model.meta["target_ndim"] == 1 and n_outputs == 1:  # predict gives (rows,)
+    meta = model.meta
+    if meta.get("target") == "standardized_input":  # back to the inputs' units, as Model.predict
+        x = g.node("Mul", [x, "preprocessing.std"], "reconstruction.scaled")  # the standardization's own
+        x = g.node("Add", [x, "preprocessing.mean"], "reconstruction")
+    if meta["target_ndim"] == 1 and n_outputs == 1:  # predict gives (rows,)
         g.node("Reshape", [x, g.constant("rows", np.array([-1], np.int64))], "predictions")
         shape = [batch]
     else:

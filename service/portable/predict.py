@@ -126,10 +126,14 @@ def _value_problem(value: Any) -> tuple[str, str] | None:
 
 
 def prediction(model: Model, X: np.ndarray) -> bytes:
-    """The JSON answer: `outputs` (the output layer, rows x outputs) and, for classifiers, `classes`
+    """The JSON answer: `outputs` (the output layer, rows x outputs; for an autoencoder the
+    reconstruction in the inputs' units, as Model.predict) and, for classifiers, `classes`
     (each row's label, as Model.predict), `probabilities` (as Model.predict_proba) and `labels`
     (the probabilities' column order)."""
-    out = model.network.predict_raw(model.prepare(X))
+    if model.is_classifier:
+        out = model.network.predict_raw(model.prepare(X))
+    else:  # Model.predict: values (an autoencoder's in the inputs' units), always rows x outputs here
+        out = model.predict(X).reshape(len(X), -1)
     if not (np.isfinite(out.min()) and np.isfinite(out.max())):
         raise InvalidInputs([_error("finite_number", ("inputs",), "the model's outputs overflow float32 "
                                     "for these inputs", None)])

@@ -99,18 +99,23 @@ def test_the_onnx_file_is_the_same_from_a_fresh_process_cache(api, make_api):
     assert other.client.get(f"/v1/jobs/{job['id']}/model", params={"format": "onnx"}).content == first
 
 
-def float64_model_job(api) -> str:
-    """A finished job whose model file holds a float64 network (the engine can train one; the API never does)."""
+def job_with_model(api, config: TrainConfig, X, y=None) -> tuple[str, object]:
+    """A finished job whose model the engine trained here with `config` (models the API's specs
+    cannot ask for yet: float64, autoencoders); (job id, the model)."""
     job_id = api.client.post("/v1/jobs", json=job_body("xor", epochs=1)).json()["id"]
     assert api.store.claim_job(job_id, WORKER, lease_seconds=60) is not None
-    config = TrainConfig(hidden_layers=[LayerConfig(4, "tanh")], loss="categorical_crossentropy",
-                         output_activation="softmax", epochs=1, batch_size=4, dtype="float64",
-                         optimizer=OptimizerConfig("adam", 0.01), validation_split=0.0)
-    trainer = Trainer(config, np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float), np.array([0, 1, 1, 0]))
+    trainer = Trainer(config, X, y)
     trainer.fit()
     stored = api.store.artifacts.write(api.store.model_key(job_id), trainer.model.save)
     api.store.finish_job(job_id, WORKER, status="succeeded", stop_reason="completed", model=stored)
-    return job_id
+    return job_id, trainer.model
+
+
+def float64_model_job(api) -> str:
+    config = TrainConfig(hidden_layers=[LayerConfig(4, "tanh")], loss="categorical_crossentropy",
+                         output_activation="softmax", epochs=1, batch_size=4, dtype="float64",
+                         optimizer=OptimizerConfig("adam", 0.01), validation_split=0.0)
+    return job_with_model(api, config, np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float), np.array([0, 1, 1, 0]))[0]
 
 
 def test_a_model_onnx_cannot_express_answers_409_saying_why(api):
@@ -168,6 +173,20 @@ def test_predict_binary_labels_and_regression_values(api):
     body = predict(api, sine["id"], X.tolist()).json()
     assert set(body) == {"outputs"}
     np.testing.assert_allclose(np.array(body["outputs"])[:, 0], engine_model(api, sine["id"]).predict(X), rtol=1e-6)
+
+
+def test_an_autoencoders_outputs_are_reconstructions_in_the_inputs_units(api):
+    X = load_builtin("iris", 0).X
+    config = TrainConfig(task="autoencoder", loss="mse", output_activation="linear", epochs=3, batch_size=16,
+                         hidden_layers=[LayerConfig(3, "relu"), LayerConfig(2, "linear"), LayerConfig(3, "relu")],
+                         optimizer=OptimizerConfig("adam", 0.01), validation_split=0.0)
+    job_id, model = job_with_model(api, config, X)
+    body = predict(api, job_id, X[:5].tolist()).json()
+    assert set(body) == {"outputs"}
+    np.testing.assert_allclose(body["outputs"], model.predict(X[:5]), rtol=1e-6, atol=1e-6)
+    onnx_file = api.client.get(f"/v1/jobs/{job_id}/model", params={"format": "onnx"}).content
+    (reconstruction,) = ort.InferenceSession(onnx_file).run(None, {"input": X.astype(np.float32)})
+    np.testing.assert_allclose(reconstruction, model.predict(X), rtol=1e-5, atol=1e-5)
 
 
 def test_predict_refuses_bad_rows_naming_the_row(api):

@@ -126,6 +126,25 @@ def test_binary_probabilities_are_the_complement_pair_and_regression_keeps_its_s
     assert_matches_engine(two, X)
 
 
+@pytest.mark.parametrize("loss, output, standardize", [("mse", "linear", True), ("mse", "linear", False),
+                                                      ("binary_crossentropy", "sigmoid", False)])
+def test_autoencoders_reconstruct_and_their_encoders_give_the_codes(loss, output, standardize):
+    X = np.random.default_rng(2).uniform(0, 1, (96, 6)) if loss == "binary_crossentropy" else inputs(features=6)
+    config = TrainConfig(task="autoencoder", loss=loss, output_activation=output, standardize=standardize,
+                         hidden_layers=[LayerConfig(5, "elu", batch_norm=True), LayerConfig(3, "tanh"),
+                                        LayerConfig(5, "relu")],
+                         optimizer=OptimizerConfig("adam", 0.01), epochs=3, batch_size=16, seed=1,
+                         validation_split=0.0)
+    trainer = Trainer(config, X)
+    trainer.fit()
+    autoencoder = trainer.model
+    assert autoencoder.task == "autoencoder"
+    assert_matches_engine(autoencoder, X)
+    encoder = autoencoder.encoder()
+    assert encoder.task == "encoder" and encoder.network.n_outputs == 3
+    assert_matches_engine(encoder, X)
+
+
 def test_the_bytes_depend_on_the_model_file_alone(tmp_path):
     model, X = trained("categorical_crossentropy", "softmax", [LayerConfig(6, "leaky_relu", batch_norm=True)])
     content = export_onnx(model)
