@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench bench-engine bench-service clean
+.PHONY: install run test bench bench-engine bench-service bench-predict clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks compare against PyTorch CPU when it is installed (the wheel on this machine's disk).
-bench: bench-engine bench-service
+bench: bench-engine bench-service bench-predict
 
 bench-engine: $(STAMP)
 	$(PY) -m pip install -q torch==2.13.0 || true
@@ -30,6 +30,9 @@ bench-engine: $(STAMP)
 
 bench-service: $(STAMP)
 	$(PY) -m bench.service
+
+bench-predict: $(STAMP)
+	$(PY) -m bench.predict
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.specs import (
-    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_UNITS, JobLimits,
+    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_PREDICT_ROWS, MAX_UNITS, JobLimits,
 )
 
 
@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(
         60.0, gt=0, description="a queued job waiting this long is sent to the broker again (then with backoff)")
     blas_threads: int = Field(
-        1, ge=0, description="BLAS threads per training process; 1 makes a resumed run equal an uninterrupted one, "
-                             "0 leaves the library's default")
+        1, ge=0, description="BLAS threads per training process and per API process (predict); 1 makes a resumed "
+                             "run equal an uninterrupted one, 0 leaves the library's default")
     worker_concurrency: int = Field(1, ge=1, description="training processes per `backprop worker`")
     auth_required: bool | None = Field(
         None, description="require an API key (Authorization: Bearer) on /v1; unset: required unless HOST "
@@ -81,6 +81,10 @@ class Settings(BaseSettings):
                                 description="most weights and biases in a job's network")
     max_batch_size: int = Field(MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE, description="largest `batch_size`")
     max_queued_jobs_per_owner: int = Field(100, ge=1, description="queued jobs one owner may have waiting")
+    max_predict_rows: int = Field(MAX_PREDICT_ROWS, ge=1, le=MAX_PREDICT_ROWS,
+                                  description="most rows in one POST /v1/jobs/{id}/predict")
+    model_cache_size: int = Field(8, ge=1, le=1024, description="trained models an API process keeps loaded for "
+                                  "predict (and as many built ONNX files), least recently used dropped first")
 
     @field_validator("database_url")
     @classmethod

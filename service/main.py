@@ -17,7 +17,9 @@ from service.api.auth import BearerAuth
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
+from service.blas import limit_blas_threads
 from service.config import Settings, get_settings
+from service.portable.cache import ModelCache
 from service.queue import Enqueuer, celery_client
 from service.store import ApiKeys, Store
 
@@ -44,6 +46,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         app.state.settings = app_settings
         app.state.store = store or Store(app_settings)
         app.state.keys = ApiKeys(app.state.store)
+        app.state.model_cache = ModelCache(app_settings.model_cache_size)  # predict and ONNX, per process
+        limit_blas_threads(app_settings.blas_threads)  # predict runs the engine in this process
+        app.openapi()  # built once now: strict_query and the 405 handler read it on every request
         app.state.enqueuer = enqueuer or Enqueuer(celery_client(app_settings))
         try:
             yield

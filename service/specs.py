@@ -23,6 +23,7 @@ MAX_UNITS = 4096
 MAX_BATCH_SIZE = 65_536
 MAX_PARAMETERS = 5_000_000
 MAX_TAGS = 32
+MAX_PREDICT_ROWS = 10_000  # rows in one POST /v1/jobs/{id}/predict (Settings.max_predict_rows may lower it)
 
 # Choices derived from the engine's registries (tests/service/test_spec_names.py ties the
 # optimizer and schedule unions below to them too): adding an activation is one edit there.
@@ -279,6 +280,33 @@ class Progress(BaseModel):
     epochs: int
 
 
+class BlasInfo(BaseModel):
+    """NumPy's BLAS in the training process, as threadpoolctl reports it (null where unknown)."""
+
+    library: str | None = Field(None, examples=["openblas"])
+    version: str | None = Field(None, examples=["0.3.31"])
+    architecture: str | None = Field(None, examples=["SkylakeX"])
+    threads: int | None = Field(None, examples=[1])
+
+
+class ModelCard(BaseModel):
+    """What produced a job's model, also stored in the model file (`meta["card"]`). The same
+    spec, data and seed on the same code and BLAS give a model file with the same sha256."""
+
+    dataset_id: str = Field(examples=["builtin:digits"])
+    dataset_sha256: str = Field(description="an upload: the sha256 of the stored dataset file; a built-in: "
+                                "of its generated arrays (X, y[, X_val, y_val]) in canonical form")
+    spec_sha256: str = Field(description="sha256 of the resolved spec as canonical JSON (sorted keys, no "
+                             "spaces), without the labels `name` and `tags`")
+    package_version: str = Field(examples=["0.1.0"], description="backprop-lab's version")
+    numpy_version: str = Field(examples=["2.4.6"])
+    blas: BlasInfo
+    seed: int
+    attempt: int = Field(description="the delivery that finished the job (1 unless a worker was lost)")
+    resumed: bool = Field(description="whether that delivery resumed from a checkpoint")
+    resumed_from_epoch: int | None = Field(None, description="the checkpoint's epoch when resumed")
+
+
 class JobPublic(BaseModel):
     id: str
     name: str
@@ -297,6 +325,7 @@ class JobPublic(BaseModel):
     dataset_id: str
     cancel_requested: bool = False
     spec: JobSpec
+    model_card: ModelCard | None = Field(None, description="what produced the model; null until the job has one")
 
 
 class JobPage(BaseModel):
@@ -329,6 +358,28 @@ class LimitsPublic(BaseModel):
     max_upload_bytes: int
     max_dataset_rows: int
     max_queued_jobs_per_owner: int
+    max_predict_rows: int
+
+
+class PredictRequest(Spec):
+    """POST /v1/jobs/{id}/predict: rows of raw inputs, as the training data's X (standardization is
+    the model's business)."""
+
+    inputs: list[list[float]] = Field(min_length=1, max_length=MAX_PREDICT_ROWS,
+                                      examples=[[[0.0, 0.5, 1.0, 0.25]]],
+                                      description="rows x the model's input_size finite numbers; at most "
+                                      "MAX_PREDICT_ROWS rows")
+
+
+class PredictResponse(BaseModel):
+    outputs: list[list[float]] = Field(description="the output layer per row: softmax probabilities, "
+                                       "the sigmoid's P(labels[1]), or the regression values")
+    classes: list[str | int | float | bool] | None = Field(
+        None, description="classifiers: each row's predicted label (Model.predict)")
+    probabilities: list[list[float]] | None = Field(
+        None, description="classifiers: one column per label in `labels` order (Model.predict_proba)")
+    labels: list[str | int | float | bool] | None = Field(
+        None, description="classifiers: the class labels, in the probabilities' column order")
 
 
 # ---------------------------------------------------------------- spec against dataset

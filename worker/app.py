@@ -17,6 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from service.blas import limit_blas_threads
 from service.broker import SCHEME as EMBEDDED_BROKER_SCHEME, broker_options
 from service.config import Settings, get_settings
 from service.queue import Enqueuer, celery_client
@@ -65,16 +66,6 @@ def _prepare_embedded_broker(sender=None, **_kwargs) -> None:
     url = get_settings().broker_url
     if url.startswith(EMBEDDED_BROKER_SCHEME + "sqlite:///"):
         Path(url.removeprefix(EMBEDDED_BROKER_SCHEME + "sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-
-
-def limit_blas_threads(threads: int) -> None:
-    """Fix the BLAS thread count of this process (0: leave it); one thread makes results
-    independent of how many threads a machine offers, so a resumed run equals an uninterrupted one."""
-    if threads <= 0:
-        return
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=threads, user_api="blas")
 
 
 @worker_init.connect

@@ -30,6 +30,7 @@ from service.specs import EpochMetrics, JobSpec
 from service.store import CheckpointPolicy, LeaseLost, Store
 from worker.bookkeeping import EpochBookkeeper
 from worker.datasets import load_dataset
+from worker.model_card import model_card
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
         # the object is complete before the row names it
         stored = store.artifacts.write(store.model_key(job_id), model.save) if outcome.keeps_model else None
         store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
-                         error=outcome.error, best_epoch=best_epoch, model=stored)
+                         error=outcome.error, best_epoch=best_epoch, model=stored,
+                         model_card=model.meta["card"] if stored else None)
         log.info("job %s: %s (%s)", job_id, outcome.status, outcome.stop_reason)
         return outcome.status
     except LeaseLost:
@@ -222,4 +224,7 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
     stop_reason = result.stop_reason
     if bookkeeper.cancel_requested and stop_reason in ("completed", "early_stopped"):
         stop_reason = "cancelled"  # acknowledged by the last epoch's transaction, as before the end
-    return outcome_of(stop_reason, result.stopped_epoch), result.best_epoch, trainer.model
+    outcome, model = outcome_of(stop_reason, result.stopped_epoch), trainer.model
+    if outcome.keeps_model:  # the card travels in the file's meta and onto the job (issue 9)
+        model.meta["card"] = model_card(claim, data).model_dump(mode="json")
+    return outcome, result.best_epoch, model

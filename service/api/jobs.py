@@ -6,7 +6,6 @@ receives an id the database lacks.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -19,6 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
 from service.api.errors import error_responses
+from service.api.portable import ModelCacheDep, digest_headers, not_modified, onnx_download
 from service.specs import (
     BUILTIN_DATASETS, BUILTIN_PREFIX, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
     JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, resolve_spec,
@@ -147,23 +147,24 @@ def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
 @router.get(
     "/{job_id}/model",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the model .npz",
-                     "headers": {"X-Model-SHA256": {"description": "hex sha256 of the file",
+    responses={200: {"content": {"application/octet-stream": {}},
+                     "description": "the model .npz, or with `?format=onnx` the network as ONNX",
+                     "headers": {"X-Model-SHA256": {"description": "hex sha256 of the bytes served",
                                                     "schema": {"type": "string"}}}},
                307: {"description": "with S3 artifacts and DOWNLOAD_URL_SECONDS > 0: a presigned URL of the "
                                     "file (the same X-Model-SHA256 and ETag headers)"},
                304: {"description": "`If-None-Match` holds the model's ETag: the copy you have is current"},
-               **NOT_FOUND, **error_responses(409, _409="the job has no model (yet)")},
+               **NOT_FOUND, **error_responses(
+                   409, _409="the job has no model (yet), or (ONNX) its network cannot be expressed in ONNX")},
 )
-def download_model(job_id: str, store: StoreDep, owner: OwnerDep, settings: SettingsDep,
-                   request: Request) -> Response:
+def download_model(job_id: str, store: StoreDep, owner: OwnerDep, settings: SettingsDep, cache: ModelCacheDep,
+                   request: Request, format: Literal["npz", "onnx"] = "npz") -> Response:
+    if format == "onnx":
+        return onnx_download(job_id, store, owner, cache, request)
     model = store.model_file(job_id, owner=owner)
     filename = f"model-{job_id}.npz"
-    digest = base64.b64encode(bytes.fromhex(model.sha256)).decode()
-    etag = f'"{model.sha256}"'
-    headers = {"X-Model-SHA256": model.sha256, "ETag": etag, "Digest": f"sha-256={digest}",
-               "Repr-Digest": f"sha-256=:{digest}:"}
-    if etag in request.headers.get("if-none-match", ""):
+    headers = digest_headers(model.sha256)
+    if not_modified(request, headers):
         return Response(status_code=304, headers=headers)
     return artifact_download(store.artifacts, model, filename, headers, settings.download_url_seconds)
 

@@ -1,10 +1,13 @@
 """Cap request bodies while they stream in, before FastAPI parses or spools them.
 
 Uploads (POST /v1/datasets) may carry Settings.max_upload_bytes plus the multipart framing;
-every other request is JSON and small. A Content-Length over the cap is refused before reading;
+predict requests (POST /v1/jobs/{id}/predict, up to MAX_PREDICT_ROWS rows) 16 MiB; every other
+request is JSON and small. A Content-Length over the cap is refused before reading;
 a body without one (chunked) is counted as it arrives and refused when it passes the cap.
 """
 from __future__ import annotations
+
+import re
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -16,12 +19,16 @@ from service.config import Settings, get_settings
 UPLOAD_PATH = "/v1/datasets"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and the small form fields
 MAX_JSON_BODY_BYTES = 1024 * 1024
+MAX_PREDICT_BODY_BYTES = 16 * 1024 * 1024  # 10,000 rows of ~80 full-precision numbers
+PREDICT_PATH = re.compile(r"/v1/jobs/[^/]+/predict/?")
 
 
 def body_limit(scope: Scope) -> int:
     settings: Settings = getattr(scope["app"].state, "settings", None) or get_settings()
     if scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH:
         return settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    if scope["method"] == "POST" and PREDICT_PATH.fullmatch(scope["path"]):
+        return MAX_PREDICT_BODY_BYTES
     return MAX_JSON_BODY_BYTES
 
 

@@ -32,6 +32,7 @@ class ClaimedJob:
     spec: JobSpec
     dataset_id: str
     dataset_key: str | None  # artifact key of an uploaded dataset; None for builtins
+    dataset_sha256: str | None  # the uploaded dataset's recorded sha256 (the model card's); None for builtins
     attempt: int
     resume_checkpoint: str | None  # artifact key of the latest checkpoint; None: start from scratch
     resume_epoch: int  # epochs already done (0 without a checkpoint)
@@ -92,11 +93,12 @@ class LeaseStore(JobStore, StoreBase):
             )
             self._rewind_summary(session, row, resume_epoch)
 
-            dataset_key = None
+            dataset_key = dataset_sha256 = None
             if not row.dataset_id.startswith(BUILTIN_PREFIX):
                 dataset = session.get(DatasetRow, row.dataset_id)
                 # a missing row/object fails the job in the worker, with the reason, rather than here
                 dataset_key = dataset.key if dataset else self.dataset_key(row.dataset_id)
+                dataset_sha256 = dataset.sha256 if dataset else None
             try:
                 spec = JobSpec.model_validate(row.spec)
             except ValidationError as error:  # e.g. caps tightened since the job was accepted
@@ -105,6 +107,7 @@ class LeaseStore(JobStore, StoreBase):
                 return None
             return ClaimedJob(
                 job_id=job_id, spec=spec, dataset_id=row.dataset_id, dataset_key=dataset_key,
+                dataset_sha256=dataset_sha256,
                 attempt=row.attempt, resume_checkpoint=latest.key if latest else None,
                 resume_epoch=resume_epoch,
             )
@@ -244,7 +247,7 @@ class LeaseStore(JobStore, StoreBase):
 
     def finish_job(self, job_id: str, worker_id: str, *, status: str, stop_reason: str,
                    error: str | None = None, best_epoch: int | None = None,
-                   model: StoredObject | None = None) -> None:
+                   model: StoredObject | None = None, model_card: dict[str, Any] | None = None) -> None:
         """End a job this worker holds; raises LeaseLost otherwise (another delivery owns it now).
         `model` is an object already complete in the artifact store."""
         if status not in TERMINAL_STATUSES:
@@ -252,7 +255,8 @@ class LeaseStore(JobStore, StoreBase):
         values: dict[str, Any] = dict(status=status, stop_reason=stop_reason, error=error,
                                       finished_at=self._now(), lease_expires_at=None)
         if model is not None:
-            values.update(model_key=model.key, model_size_bytes=model.size_bytes, model_sha256=model.sha256)
+            values.update(model_key=model.key, model_size_bytes=model.size_bytes, model_sha256=model.sha256,
+                          model_card=model_card)
         with self.session_scope(write=True) as session:
             finished = session.execute(
                 update(JobRow).where(held(job_id, worker_id))

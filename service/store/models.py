@@ -110,6 +110,7 @@ class JobRow(Base):
     model_key: Mapped[str | None] = mapped_column(String(300))  # of the object in the artifact store
     model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     model_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_card: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # service.specs.ModelCard (0004)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

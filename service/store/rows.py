@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.specs import EpochMetrics, JobPublic, JobSpec, Progress
+from service.specs import EpochMetrics, JobPublic, JobSpec, ModelCard, Progress
 from service.store.models import EpochMetricsRow, JobRow
 
 METRIC_FIELDS = tuple(EpochMetrics.model_fields)  # epoch, train_loss, ..., seconds
@@ -21,6 +21,7 @@ def job_public(row: JobRow) -> JobPublic:
         best_metrics=EpochMetrics(**row.best_metrics) if row.best_metrics else None,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
         attempt=row.attempt, dataset_id=row.dataset_id, cancel_requested=row.cancel_requested, spec=spec,
+        model_card=ModelCard.model_validate(row.model_card) if row.model_card else None,
     )
 
 

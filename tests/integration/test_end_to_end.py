@@ -16,7 +16,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from tests.utils.readme import run_model_snippet, run_snippet
+from tests.utils.readme import run_model_snippet, run_onnx_snippet, run_snippet
 from tests.integration.harness import (
     fresh_redis,
     postgres_database,
@@ -177,3 +177,40 @@ def test_training_failure_ends_the_job_failed_with_a_message(client, stack):
     assert job["stop_reason"] == "diverged", job
     assert job["status"] == "failed"
     assert "diverged" in job["error"]
+
+
+def test_the_same_job_twice_gives_the_same_model_and_onnx_files(client, stack):
+    spec = {"name": "twice", "dataset": {"builtin": "digits"}, "epochs": 4, "batch_size": 64, "seed": 11,
+            "model": {"hidden_layers": [{"units": 32, "activation": "elu", "batch_norm": True, "dropout": 0.1}]}}
+    submitted = [client.post("/v1/jobs", json=spec).json() for _ in range(2)]
+    jobs = [wait_for_job(client, job["id"], ("succeeded", "failed", "cancelled"), stack=stack) for job in submitted]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
+
+    files = [client.get(f"/v1/jobs/{job['id']}/model") for job in jobs]
+    onnx_files = [client.get(f"/v1/jobs/{job['id']}/model", params={"format": "onnx"}) for job in jobs]
+    for response in files + onnx_files:
+        assert response.status_code == 200, response.text
+        assert response.headers["x-model-sha256"] == hashlib.sha256(response.content).hexdigest()
+    assert files[0].headers["x-model-sha256"] == files[1].headers["x-model-sha256"]
+    assert onnx_files[0].headers["x-model-sha256"] == onnx_files[1].headers["x-model-sha256"]
+    assert files[0].headers["x-model-sha256"] != onnx_files[0].headers["x-model-sha256"]
+
+    card = jobs[0]["model_card"]
+    assert jobs[1]["model_card"] == card
+    assert (card["dataset_id"], card["seed"], card["attempt"], card["resumed"]) == ("builtin:digits", 11, 1, False)
+    assert card["blas"]["threads"] == 1  # BLAS_THREADS' default in the worker
+    meta = json.loads(str(np.load(io.BytesIO(files[0].content), allow_pickle=False)["meta"]))
+    assert meta["card"] == card
+    labelled = {key: value for key, value in jobs[0]["spec"].items() if key not in ("name", "tags")}
+    canonical = json.dumps(labelled, sort_keys=True, separators=(",", ":")).encode()
+    assert card["spec_sha256"] == hashlib.sha256(canonical).hexdigest()  # the README's recipe
+
+    # POST /predict answers what onnxruntime says on the downloaded ONNX file (the README's snippet)
+    X = load_digits().data[::37]
+    response = client.post(f"/v1/jobs/{jobs[0]['id']}/predict", json={"inputs": X.tolist()})
+    assert response.status_code == 200, response.text
+    path = stack.workdir / "model.onnx"
+    path.write_bytes(onnx_files[0].content)
+    label, probabilities = run_snippet(run_onnx_snippet(), path, X, "outputs")
+    np.testing.assert_allclose(response.json()["probabilities"], probabilities, rtol=1e-5, atol=1e-5)
+    assert (np.asarray(response.json()["classes"]) == label).mean() > 0.95  # near ties may round apart

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -52,6 +53,33 @@ def model_arrays(store, job_id: str):
     with store.artifacts.open(store.model_file(job_id).key) as handle, \
             np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+def assert_resumed_equals_straight(store, resumed_id, straight_id, *, attempt, from_epoch):
+    """Bit-equal weights; the meta differs only in the model card's attempt and resume fields."""
+    resumed, reference = model_arrays(store, resumed_id), model_arrays(store, straight_id)
+    assert resumed.keys() == reference.keys()
+    for key in reference.keys() - {"meta"}:
+        np.testing.assert_array_equal(resumed[key], reference[key])
+    resumed_meta, reference_meta = json.loads(str(resumed["meta"])), json.loads(str(reference["meta"]))
+    resumed_card, reference_card = resumed_meta.pop("card"), reference_meta.pop("card")
+    assert resumed_meta == reference_meta
+    run_fields = ("attempt", "resumed", "resumed_from_epoch")
+    assert [resumed_card.pop(name) for name in run_fields] == [attempt, True, from_epoch]
+    assert [reference_card.pop(name) for name in run_fields] == [1, False, None]
+    assert resumed_card == reference_card
+    assert store.get_job(resumed_id).model_card.resumed_from_epoch == from_epoch
+
+
+def test_the_same_spec_data_and_seed_give_a_byte_identical_model_file(store):
+    options = dict(builtin="moons", epochs=3, batch_size=16, model={"hidden_layers": [{"units": 8, "dropout": 0.2}]})
+    first, second = create_job(store, name="first", **options), create_job(store, name="second", **options)
+    assert run(store, first.id) == run(store, second.id) == "succeeded"
+    model, other = store.model_file(first.id), store.model_file(second.id)
+    assert model.sha256 == other.sha256  # names are not in the card
+    with store.artifacts.open(model.key) as a, store.artifacts.open(other.key) as b:
+        assert a.read() == b.read()
+    assert store.get_job(first.id).model_card == store.get_job(second.id).model_card
 
 
 def test_celery_task_runs_a_job_to_success(store):
@@ -237,10 +265,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(store, clock, monkeypa
     assert [row.epoch for row in resumed_history] == list(range(1, 7))
     for a, b in zip(resumed_history, straight_history):
         assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
-    resumed, reference = model_arrays(store, job.id), model_arrays(store, straight.id)
-    assert resumed.keys() == reference.keys()
-    for key in reference:
-        np.testing.assert_array_equal(resumed[key], reference[key])
+    assert_resumed_equals_straight(store, job.id, straight.id, attempt=2, from_epoch=4)
 
 
 def test_train_config_maps_every_section():
@@ -403,6 +428,4 @@ def test_shutdown_hands_the_job_back_and_the_next_run_resumes_it_exactly(store, 
     assert run(store, job.id, worker="w2") == "succeeded"  # SHUTDOWN is per run: cleared at the start
     done = store.get_job(job.id)
     assert (done.attempt, [row.epoch for row in store.history(job.id)]) == (1, list(range(1, 7)))
-    resumed, reference = model_arrays(store, job.id), model_arrays(store, straight.id)
-    for key in reference:
-        np.testing.assert_array_equal(resumed[key], reference[key])
+    assert_resumed_equals_straight(store, job.id, straight.id, attempt=1, from_epoch=2)

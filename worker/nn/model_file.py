@@ -4,7 +4,8 @@ File format (format_version 1): an `.npz` readable with `np.load(path, allow_pic
 `layers.{i}.weight` (fan_in x fan_out), `layers.{i}.bias`, and for batch-norm layers
 `layers.{i}.bn_gamma`, `bn_beta`, `bn_mean`, `bn_var`; plus `meta`, a JSON string with the format
 version, each layer's units/activation/batch_norm, the loss, input preprocessing (mean/std),
-class labels, and input/output sizes. Layer i computes
+class labels, and input/output sizes (models trained by the service add `card`, what produced
+them: worker/model_card.py). Layer i computes
 `act_i(bn_i(x @ weight + bias))`, with `bn(z) = (z - bn_mean) / sqrt(bn_var + eps) * bn_gamma + bn_beta`.
 
 `task` is "classification", "regression", "autoencoder" (outputs reconstruct the inputs: in

@@ -36,6 +36,8 @@ def v1_requests(job_id: str = "0" * 32, dataset_id: str = "0" * 32) -> list[tupl
         ("GET", "/v1/jobs", {}), ("POST", "/v1/jobs", {"json": job_body()}), ("GET", f"/v1/jobs/{job_id}", {}),
         ("GET", f"/v1/jobs/{job_id}/history", {}), ("POST", f"/v1/jobs/{job_id}/cancel", {}),
         ("GET", f"/v1/jobs/{job_id}/model", {}), ("GET", f"/v1/jobs/{job_id}/checkpoints", {}),
+        ("GET", f"/v1/jobs/{job_id}/model?format=onnx", {}),
+        ("POST", f"/v1/jobs/{job_id}/predict", {"json": {"inputs": [[1.0, 2.0]]}}),
         ("GET", "/v1/limits", {}), ("GET", "/v1/no-such-route", {}),
     ]
 
