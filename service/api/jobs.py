@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
+from service.api.deps import EnqueuerDep, JobEventsDep, OwnerDep, SettingsDep, StoreDep
 from service.api.errors import error_responses
 from service.api.portable import ModelCacheDep, digest_headers, not_modified, onnx_download
 from service.specs import (
@@ -140,8 +140,10 @@ def history_csv(rows: list[tuple]) -> str:
     description="A queued job is cancelled at once; a running one stops at its next batch boundary, "
     "keeping its last checkpoint; a finished job is returned unchanged.",
 )
-def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
-    return store.request_cancel(job_id, owner=owner)
+def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep, events: JobEventsDep) -> JobPublic:
+    job = store.request_cancel(job_id, owner=owner)
+    events.changed(job_id, "cancel")  # wakes the job's event streams (service.events)
+    return job
 
 
 @router.get(
