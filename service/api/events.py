@@ -22,7 +22,15 @@ from service.api.deps import OwnerDep, StoreDep
 from service.api.errors import error_responses
 from service.api.streams import JobStreams, TooManyStreams
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def json_errors(*statuses: int, **descriptions: str) -> dict[int | str, dict]:
+    """error_responses, declared as JSON: with response_class=EventSourceResponse FastAPI would
+    otherwise document the error bodies as text/event-stream."""
+    return {status: {"description": answer["description"],
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}}
+            for status, answer in error_responses(*statuses, **descriptions).items()}
 
 
 async def stream_slot(job_id: str, request: Request, store: StoreDep, owner: OwnerDep) -> AsyncIterator[None]:
@@ -42,7 +50,7 @@ async def stream_slot(job_id: str, request: Request, store: StoreDep, owner: Own
 
 @router.get(
     "/{job_id}/events", response_class=EventSourceResponse,
-    responses={**error_responses(404, 429, _404="no such job (or another owner's)",
+    responses={**json_errors(401, 404, 429, _404="no such job (or another owner's)",
                                  _429="the owner already has MAX_STREAMS_PER_OWNER streams open on this API process")},
     description="The job's live events as Server-Sent Events: `status` (the job, on connecting and at each "
     "status change), `epoch` (each recorded epoch's metrics; the SSE id is the epoch number), and `end` "
