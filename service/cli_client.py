@@ -24,7 +24,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from service.client import DEFAULT_URL, ENV_API_KEY, ENV_URL, BackpropError, Client, InvalidRequest
 from service.specs import JobPublic
@@ -36,7 +36,8 @@ OUTPUTS = ("table", "json")
 jobs_app = typer.Typer(help="training jobs: submit, list, show, history, watch, cancel, download", no_args_is_help=True)
 datasets_app = typer.Typer(help="datasets: upload, list, show", no_args_is_help=True)
 
-stdout = Console(highlight=False, soft_wrap=True)
+# piped (a script, a file): never cut a line; in a terminal, its width
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 stderr = Console(stderr=True, highlight=False)
 
 
@@ -202,7 +203,7 @@ def jobs_list(bp: Client,
     page = bp.list_jobs(status=status, tag=tag, name=name, dataset=dataset, limit=limit)
     if output == "json":
         return emit(page)
-    table = Table("ID", "NAME", "STATUS", "PROGRESS", "BEST", "CREATED", box=None)
+    table = Table(Column("ID", no_wrap=True, min_width=32), "NAME", "STATUS", "PROGRESS", "BEST", "CREATED", box=None)
     for job in page.items:
         table.add_row(job.id, job.name, job.status, f"{job.progress.epoch}/{job.progress.epochs}", best_metric(job),
                       job.created_at.isoformat(timespec="seconds"))
@@ -284,7 +285,7 @@ def datasets_list(bp: Client, output: Output = "table") -> None:
     datasets = bp.list_datasets()
     if output == "json":
         return emit(datasets)
-    table = Table("ID", "NAME", "ROWS", "FEATURES", "TASK", "CLASSES", box=None)
+    table = Table(Column("ID", no_wrap=True), "NAME", "ROWS", "FEATURES", "TASK", "CLASSES", box=None)
     for dataset in datasets:
         table.add_row(dataset.id, dataset.name, str(dataset.rows), str(dataset.features), dataset.task,
                       str(len(dataset.classes)) if dataset.classes else "-")
