@@ -14,6 +14,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from service.api.auth import BearerAuth
+from service.api.dashboard import install_dashboard
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.add_middleware(BearerAuth)  # added last, so it runs first: no key, no body read
     install_error_handlers(app)
     app.include_router(api_router)
+    install_dashboard(app)
     return app
 
 
