@@ -14,6 +14,11 @@ Wake-ups come from one `JobWatch` per process, shared by all its streams:
 
 The job is read before its epochs: a job read as finished had committed all its epochs, so the
 read that follows sees them and `end` never overtakes an epoch.
+
+Streams of the same job share reads: every wake-up of a job bumps its version, and a stream woken
+at version v may use a read that started at version v or later (it holds every change whose
+wake-up came before; a later change wakes the stream again). One read per job per change, not
+one per stream.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from functools import partial
 
 import anyio.to_thread
@@ -29,7 +35,7 @@ from fastapi.sse import ServerSentEvent
 
 from service.config import Settings
 from service.events import job_channel, redis_url
-from service.specs import TERMINAL_STATUSES, JobPublic
+from service.specs import TERMINAL_STATUSES, EpochMetrics, JobPublic
 from service.store import Store
 from service.store.events import epochs_after, job_signatures
 
@@ -81,6 +87,7 @@ class JobWatch:
         self._redis_url = redis
         self._poll_seconds = REDIS_SAFETY_POLL_SECONDS if redis else poll_seconds
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._versions: dict[str, int] = {}  # job id -> wake-ups so far (while watched)
         self._seen: dict[str, tuple | None] = {}
         self._confirmed: dict[str, asyncio.Event] = {}  # job id -> set once Redis confirms the subscription
         self._pubsub = None
@@ -92,6 +99,9 @@ class JobWatch:
 
     def watched(self) -> int:
         return len(self._waiters)
+
+    def version(self, job_id: str) -> int:
+        return self._versions.get(job_id, 0)
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._poll(), name="job-watch-poll"))
@@ -125,12 +135,15 @@ class JobWatch:
             waiters.discard(event)
             if not waiters:
                 self._waiters.pop(job_id, None)
+                self._versions.pop(job_id, None)
                 self._seen.pop(job_id, None)
                 self._confirmed.pop(job_id, None)
                 if self._redis_url:
                     await self._unsubscribe(job_id)
 
     def _wake(self, job_id: str) -> None:
+        if job_id in self._waiters:
+            self._versions[job_id] = self._versions.get(job_id, 0) + 1
         for event in self._waiters.get(job_id, ()):
             event.set()
 
@@ -201,6 +214,25 @@ class JobWatch:
                     await client.aclose()
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One read of a job and its epochs after `after`, started at wake-up `version`."""
+
+    version: int
+    job: JobPublic
+    after: int
+    epochs: list[EpochMetrics]
+
+    @property
+    def complete(self) -> bool:  # every stored epoch after `after` is in `epochs`
+        return len(self.epochs) < REPLAY_PAGE
+
+    def serves(self, after: int, version: int) -> bool:
+        if self.version < version or self.after > after:
+            return False
+        return self.complete or after < self.epochs[-1].epoch
+
+
 class JobStreams:
     """This process's event streams: the shared watch, the per-owner cap, and what a stream sends."""
 
@@ -209,6 +241,24 @@ class JobStreams:
         self.keepalive_seconds = settings.stream_keepalive_seconds
         self.slots = StreamSlots(settings.max_streams_per_owner)
         self.watch = JobWatch(store, poll_seconds=settings.stream_poll_seconds, redis=redis_url(settings.broker_url))
+        self._snapshots: dict[str, Snapshot] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._streams: Counter[str] = Counter()  # open streams per job, to forget a job's snapshot
+
+    async def _read(self, job_id: str, after: int, version: int) -> tuple[JobPublic, list[EpochMetrics], bool]:
+        """(job, epochs after `after`, whether more are stored) as of wake-up `version` or later."""
+        snapshot = self._snapshots.get(job_id)
+        if snapshot is None or not snapshot.serves(after, version):
+            async with self._locks.setdefault(job_id, asyncio.Lock()):
+                snapshot = self._snapshots.get(job_id)
+                if snapshot is None or not snapshot.serves(after, version):  # nobody read it meanwhile
+                    started = self.watch.version(job_id)
+                    job = await anyio.to_thread.run_sync(self._store.get_job, job_id)
+                    epochs = await anyio.to_thread.run_sync(
+                        partial(epochs_after, self._store, job_id, after, REPLAY_PAGE))
+                    snapshot = self._snapshots[job_id] = Snapshot(started, job, after, epochs)
+        epochs = [epoch for epoch in snapshot.epochs if epoch.epoch > after]
+        return snapshot.job, epochs, not snapshot.complete
 
     async def start(self) -> None:
         await self.watch.start()
@@ -220,13 +270,12 @@ class JobStreams:
         """`status` on each change, `epoch` (id = its number) for each epoch above `after`, then `end`."""
         yield ServerSentEvent(comment=f"events of job {job_id}", retry=RETRY_MILLISECONDS)
         sent, shown = after, None
+        self._streams[job_id] += 1
         try:
             async with self.watch.watch(job_id) as changed:
                 while True:
                     changed.clear()  # before reading: a change committed during the read wakes us again
-                    job: JobPublic = await anyio.to_thread.run_sync(self._store.get_job, job_id)
-                    epochs = await anyio.to_thread.run_sync(
-                        partial(epochs_after, self._store, job_id, sent, REPLAY_PAGE))
+                    job, epochs, more = await self._read(job_id, sent, self.watch.version(job_id))
                     finished = job.status in TERMINAL_STATUSES
                     signature = (job.status, job.cancel_requested, job.attempt)
                     if signature != shown and not finished:
@@ -235,7 +284,7 @@ class JobStreams:
                     for epoch in epochs:
                         yield ServerSentEvent(event="epoch", id=str(epoch.epoch), data=epoch)
                         sent = epoch.epoch
-                    if len(epochs) == REPLAY_PAGE:
+                    if more:
                         continue  # more stored epochs to replay
                     if finished:
                         if signature != shown:
@@ -248,3 +297,9 @@ class JobStreams:
                         yield ServerSentEvent(comment="keep-alive")
         except Exception as error:  # noqa: BLE001 - close without `end`: the client reconnects with Last-Event-ID
             log.warning("event stream of job %s closed early after epoch %d: %s", job_id, sent, error)
+        finally:
+            self._streams[job_id] -= 1
+            if self._streams[job_id] <= 0:
+                del self._streams[job_id]
+                self._snapshots.pop(job_id, None)
+                self._locks.pop(job_id, None)

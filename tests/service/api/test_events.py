@@ -189,6 +189,19 @@ def test_a_cancel_shows_as_status_changes_and_ends_the_stream(live):
             [("status", "cancelled"), ("end", "cancelled")]
 
 
+def test_a_long_history_replays_in_pages_without_a_gap(live):
+    job = create_job(live.store, epochs=1100)
+    worker = Worker.of(live, job.id)
+    worker.claim()
+    for epoch in range(1, 1101):
+        live.store.record_epoch(job.id, "test-worker", epoch_metrics(epoch), is_best=False, lease_seconds=600)
+    worker.finish()
+    with live.client() as client:
+        assert [e.id for e in client.events(job.id) if e.event == "epoch"] == list(range(1, 1101))
+        after_a_page = [e.id for e in client.events(job.id, last_event_id=499) if e.event == "epoch"]
+    assert after_a_page == list(range(500, 1101))
+
+
 # ---------------------------------------------------------------- reconnecting
 
 
