@@ -61,13 +61,19 @@ def bp(stack, token):
 
 @pytest.fixture(scope="module")
 def tab(browser, stack, token):
-    """One browser tab for the module: the key is entered once, in the first test, and kept by the tab."""
+    """One browser tab for the module, where the key is entered once: the first page asks for it
+    (the API answered 401) and the tab keeps it (sessionStorage) for every page after."""
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors
+    page.goto(stack.url + "/")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", token)
+    page.click("#key-submit")
+    page.wait_for_selector("#key-dialog:not([open])", state="attached")
     yield page
     context.close()
 
@@ -79,13 +85,11 @@ def shoot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_the_jobs_table_lists_a_job_once_the_key_is_given(tab, stack, token, bp, tmp_path):
+def test_the_jobs_table_lists_a_job(tab, stack, token, bp, tmp_path):
     job = bp.submit_job({"name": "table-job", "dataset": {"builtin": "iris"}, "epochs": 5})
     tab.goto(stack.url + "/")
-    tab.wait_for_selector("#key-dialog[open]")  # the API answered 401: the page asks for a key
-    tab.fill("#key-input", token)
-    tab.click("#key-submit")
-    row = tab.wait_for_selector(f'tr[data-job-id="{job.id}"]')
+    row = tab.wait_for_selector(f'tr[data-job-id="{job.id}"]')  # the key given once is still there
+    assert not tab.is_visible("#key-dialog")
     assert "table-job" in row.inner_text()
     bp.wait(job.id)
     tab.wait_for_selector(f'tr[data-job-id="{job.id}"][data-status="succeeded"]')  # the table refreshes itself
