@@ -37,7 +37,7 @@ class BenchWorker:
         from service.store import Store
 
         self.store = Store(Settings(_env_file=None, database_url=database_url, broker_url=broker_url,
-                                    artifact_dir=workdir / "artifacts"))
+                                    artifact_url=str(workdir / "artifacts")))
         self.events = JobEvents(redis_url(broker_url))
 
     def running_job(self, epochs: int) -> str:

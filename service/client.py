@@ -288,34 +288,35 @@ class Client:
 
     def download_model(self, job_id: str, path: str | Path | None = None) -> DownloadedModel:
         """Save the model .npz (default ./model-<id>.npz); written atomically, and only if its sha256
-        matches the server's X-Model-SHA256 (ChecksumMismatch otherwise)."""
+        matches the server's X-Model-SHA256 (ChecksumMismatch otherwise). A redirect to a presigned
+        URL (S3 artifacts) is followed without the API key."""
         target = Path(path) if path is not None else Path(f"model-{job_id}.npz")
         if target.is_dir():
             target = target / f"model-{job_id}.npz"
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-        digest, size = hashlib.sha256(), 0
         try:
             with self._http.stream("GET", f"/v1/jobs/{_segment(job_id)}/model") as response:
                 if response.status_code >= 400:
                     response.read()
                     raise api_error(response)
                 expected = response.headers.get("x-model-sha256")
-                with open(partial, "wb") as out:
-                    for chunk in response.iter_bytes(CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-            if expected is None or digest.hexdigest() != expected.lower():
-                raise ChecksumMismatch(f"model of job {job_id}: sha256 {digest.hexdigest()} does not match the "
+                if response.is_redirect:
+                    with httpx.stream("GET", response.headers["location"], timeout=self._timeout) as stored:
+                        stored.raise_for_status()
+                        digest, size = _save(stored, partial)
+                else:
+                    digest, size = _save(response, partial)
+            if expected is None or digest != expected.lower():
+                raise ChecksumMismatch(f"model of job {job_id}: sha256 {digest} does not match the "
                                        f"server's {expected}; the download was discarded")
             os.replace(partial, target)
+        except httpx.HTTPStatusError as error:
+            raise ConnectionFailed(f"the model's storage answered {error.response.status_code}") from error
         except httpx.TransportError as error:
             raise ConnectionFailed(f"cannot reach {self.url}: {error}") from error
         finally:
             partial.unlink(missing_ok=True)
-        return DownloadedModel(target, digest.hexdigest(), size)
+        return DownloadedModel(target, digest, size)
 
     # ------------------------------------------------------------ live events
 
@@ -361,6 +362,19 @@ class Client:
             if event.event == "end":
                 return event.data
         raise StreamLost(f"the event stream of job {job_id} ended without `end`")  # pragma: no cover
+
+
+def _save(response: httpx.Response, path: Path) -> tuple[str, int]:
+    """Write the body to `path` (fsync'd); returns its sha256 and size."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "wb") as out:
+        for chunk in response.iter_bytes(CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest(), size
 
 
 def _segment(ident: str) -> str:
