@@ -74,7 +74,7 @@ class EpochBookkeeper:
             stored = self._store.artifacts.write(self._store.checkpoint_key(self._job_id, metrics.epoch), checkpoint)
         ack = self._store.record_epoch(self._job_id, self._worker_id, metrics, is_best=is_best, checkpoint=stored,
                                        lease_seconds=self._lease_seconds, checkpoint_policy=self._policy)
-        job_events(self._store.settings.broker_url).changed(self._job_id, f"epoch {metrics.epoch}")  # live streams
         if ack.cancel_requested:
             self.cancel_requested = True
+        job_events(self._store.settings.broker_url).changed(self._job_id, f"epoch {metrics.epoch}")  # live streams
         self.recorded_seconds.append(self._clock() - started)
