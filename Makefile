@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench bench-engine bench-service bench-predict clean
+.PHONY: install run test browser bench bench-engine bench-service bench-predict clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ run: $(STAMP)
 	$(VENV)/bin/backprop db upgrade
 	$(VENV)/bin/backprop dev
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The dashboard's browser tests drive Debian's chromium (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "chromium is missing and installing it needs root: apt-get install -y chromium" >&2; fi; }
 
 # Benchmarks compare against PyTorch CPU when it is installed (the wheel on this machine's disk).
 bench: bench-engine bench-service bench-predict

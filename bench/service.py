@@ -1,4 +1,4 @@
-"""Service benchmark: `python -m bench.service [--backend redis_postgres|embedded|both]`.
+"""Service benchmark: `python -m bench.service [--backend redis_postgres|embedded|both] [--part http|streams|all]`.
 
 Starts the API and 2 workers (real processes) and measures, with a bounded number of requests:
   - POST /v1/jobs latency at 20 concurrent clients (target p99 < 50 ms)
@@ -6,6 +6,8 @@ Starts the API and 2 workers (real processes) and measures, with a bounded numbe
   - submit-to-running latency, from the job's own timestamps (target p50 < 100 ms Redis, < 1.5 s embedded)
   - per-epoch bookkeeping for a 100k-parameter model: checkpoint write + the epoch transaction (< 5 ms)
   - reading a 10,000-epoch history over HTTP (target < 100 ms)
+  - event streams (bench/streams.py): epoch commit to a connected client (target p50 < 50 ms on
+    Redis, < 300 ms embedded) and 50-400 streams on the one API process with epochs flowing (target 200)
 Each line prints the median/p99 and its ratio to the target (ratio < 1 meets it).
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 import numpy as np
 
 from bench.stack import fresh_redis, postgres_database, running_stack, wait_for_job
+from bench.streams import BenchWorker, bench_commit_to_client, bench_many_streams
 
 CLIENTS = 20
 POSTS = 400
@@ -149,6 +152,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["redis_postgres", "embedded", "both"], default="both")
     parser.add_argument("--compare-mlflow", action="store_true",
                         help="instead: Backprop Lab beside MLflow's tracking server (bench/mlflow_compare.py)")
+    parser.add_argument("--part", choices=["http", "streams", "all"], default="all")
     args = parser.parse_args()
     if args.compare_mlflow:
         from bench import mlflow_compare
@@ -167,15 +171,25 @@ def main() -> None:
                 broker_url = fresh_redis()
             # hundreds of jobs wait at once: lift the per-owner queue cap, and keep the reconciler
             # from re-sending the backlog (duplicates would only slow the embedded broker's drain)
-            extra_env = {"MAX_QUEUED_JOBS_PER_OWNER": str(10 * POSTS), "REQUEUE_AFTER_SECONDS": "3600"}
+            extra_env = {"MAX_QUEUED_JOBS_PER_OWNER": str(10 * POSTS), "REQUEUE_AFTER_SECONDS": "3600",
+                         "MAX_STREAMS_PER_OWNER": "1000"}
             stack = resources.enter_context(running_stack(workdir, database_url, broker_url, workers=2,
                                                           extra_env=extra_env))
-            bench_http(stack, backend, 100 if backend == "redis_postgres" else 1500)
-            job_id = bench_bookkeeping_and_history(database_url, workdir)
-            with httpx.Client(base_url=stack.url, timeout=30) as client:
-                client.get(f"/v1/jobs/{job_id}/history").raise_for_status()
-                reads = [timed(lambda: client.get(f"/v1/jobs/{job_id}/history").raise_for_status()) for _ in range(15)]
-            report(f"[{backend}] GET history ({HISTORY_EPOCHS} epochs)", reads, 100, stat="p50")
+            if args.part in ("http", "all"):
+                bench_http(stack, backend, 100 if backend == "redis_postgres" else 1500)
+                job_id = bench_bookkeeping_and_history(database_url, workdir)
+                with httpx.Client(base_url=stack.url, timeout=30) as client:
+                    client.get(f"/v1/jobs/{job_id}/history").raise_for_status()
+                    reads = [timed(lambda: client.get(f"/v1/jobs/{job_id}/history").raise_for_status())
+                             for _ in range(15)]
+                report(f"[{backend}] GET history ({HISTORY_EPOCHS} epochs)", reads, 100, stat="p50")
+            if args.part in ("streams", "all"):
+                worker = BenchWorker(database_url, broker_url, workdir)
+                try:
+                    bench_commit_to_client(stack.url, worker, backend, 50 if backend == "redis_postgres" else 300)
+                    bench_many_streams(stack.url, worker, backend, stack.processes["api"].pid)
+                finally:
+                    worker.close()
 
 
 if __name__ == "__main__":

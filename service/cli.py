@@ -1,4 +1,4 @@
-"""`backprop`: run the service's processes.
+"""`backprop`: run the service's processes, and use the service from a terminal.
 
     backprop api          the HTTP API (uvicorn) on HOST:PORT
     backprop worker       a Celery worker on the `training` queue (exec's celery; any number, anywhere)
@@ -6,13 +6,14 @@
     backprop dev          db upgrade, then the API and one worker on this machine; Ctrl-C stops both
     backprop keys create --owner NAME | list [--owner NAME] | revoke KEY_ID
                           API keys; `create` prints the token once (only its hash is stored)
+    backprop jobs ...     submit, list, show, history, watch, cancel, download (service/cli_client.py)
+    backprop datasets ... upload, list, show
 
 Settings come from the environment (see service.config); flags override the bind address and
-the worker's concurrency only.
+the worker's concurrency only. The client commands talk to BACKPROP_URL with BACKPROP_API_KEY.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -20,69 +21,56 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Annotated, Optional
 
+import typer
+
+from service.cli_client import datasets_app, jobs_app
 from service.config import Settings, get_settings, is_loopback  # noqa: F401 - is_loopback is re-exported
 
 log = logging.getLogger("backprop")
 
 WORKER_APP = "worker.app"  # imported by the celery process only, never here
 DEV_STOP_GRACE_SECONDS = 10.0
+# open event streams never end by themselves: at a stop, uvicorn cuts what is still open after this
+API_SHUTDOWN_GRACE_SECONDS = 5
+
+app = typer.Typer(name="backprop", help="Backprop Lab: training jobs over HTTP.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+db_app = typer.Typer(help="database schema", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (bearer tokens) and their owners", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(datasets_app, name="datasets")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin, every command
-    return args.command(args) or 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="backprop", description="Backprop Lab: training jobs over HTTP.")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    api = commands.add_parser("api", help="serve the HTTP API")
-    api.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
-    api.add_argument("--port", type=int, help="bind port (default: PORT, 8000)")
-    api.add_argument("--workers", type=int, help="API processes sharing the port (default: API_WORKERS, 1)")
-    api.set_defaults(command=run_api)
-
-    worker = commands.add_parser("worker", help="run a Celery worker on the training queue")
-    worker.add_argument("--concurrency", type=int, help="training processes (default: WORKER_CONCURRENCY, 1)")
-    worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("celery_args", nargs=argparse.REMAINDER, help="after --: passed to celery worker")
-    worker.set_defaults(command=run_worker)
-
-    db = commands.add_parser("db", help="database schema")
-    db_commands = db.add_subparsers(required=True, metavar="ACTION")
-    db_commands.add_parser("upgrade", help="migrate to the latest schema").set_defaults(command=run_db_upgrade)
-
-    dev = commands.add_parser("dev", help="migrate, then run the API and one worker locally (open, loopback only)")
-    dev.add_argument("--grace", type=float, default=DEV_STOP_GRACE_SECONDS,
-                     help="seconds to wait for a clean stop before killing")
-    dev.set_defaults(command=run_dev)
-
-    keys = commands.add_parser("keys", help="API keys (bearer tokens) and their owners")
-    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
-    create = key_commands.add_parser("create", help="create a key for an owner; prints the token once")
-    create.add_argument("--owner", required=True, help="who the key acts as: 1-64 of letters, digits, _.@-")
-    create.set_defaults(command=run_keys_create)
-    listing = key_commands.add_parser("list", help="list keys (ids, owners, dates; never the tokens)")
-    listing.add_argument("--owner", help="only this owner's keys")
-    listing.set_defaults(command=run_keys_list)
-    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
-    revoke.add_argument("key_id", help="the id shown by `keys list` (the part after bpk_ in the token)")
-    revoke.set_defaults(command=run_keys_revoke)
-    return parser
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would bury the client's output
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="backprop")
+    except SystemExit as done:
+        if isinstance(done.code, str):  # sys.exit("message"), as Python itself prints it
+            print(done.code, file=sys.stderr)
+            return 1
+        return done.code or 0
+    return 0
 
 
 # ---------------------------------------------------------------- commands
 
 
-def run_api(args: argparse.Namespace) -> int:
+@app.command("api", help="serve the HTTP API")
+def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (default: HOST, 127.0.0.1)")] = None,
+            port: Annotated[Optional[int], typer.Option(help="bind port (default: PORT, 8000)")] = None,
+            workers: Annotated[Optional[int], typer.Option(
+                help="API processes sharing the port (default: API_WORKERS, 1)")] = None) -> None:
     import uvicorn
 
     settings = get_settings()
-    host, port = args.host or settings.host, args.port or settings.port
+    host, port = host or settings.host, port or settings.port
     # the app reads Settings in its lifespan (uvicorn builds it from the factory): hand it the
     # address really bound, so auth defaults and the refusal below see the same HOST
     os.environ["HOST"], os.environ["PORT"] = host, str(port)
@@ -91,20 +79,19 @@ def run_api(args: argparse.Namespace) -> int:
     refusal = settings.unsafe_bind()
     if refusal:
         log.error("%s", refusal)
-        return 2
+        raise typer.Exit(2)
     if settings.auth_enabled:
         log.info("serving on %s:%d; /v1 requires an API key", host, port)
     else:
         log.warning("serving on %s:%d OPEN (no authentication): loopback only", host, port)
-    workers = args.workers or settings.api_workers
+    workers = workers or settings.api_workers
     if workers < 1:
         log.error("--workers must be at least 1")
-        return 2
+        raise typer.Exit(2)
     # each process builds its own app (engines, pools, the broker client) from the factory:
     # uvicorn starts its workers fresh (spawn), so nothing is shared across processes
     uvicorn.run("service.main:create_app", factory=True, host=host, port=port, log_level="info",
-                workers=workers if workers > 1 else None)
-    return 0
+                workers=workers if workers > 1 else None, timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS)
 
 
 def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO",
@@ -122,35 +109,41 @@ def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel:
     ]
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    argv = worker_argv(get_settings(), concurrency=args.concurrency, loglevel=args.loglevel, extra=args.celery_args)
+@app.command("worker", help="run a Celery worker on the training queue; arguments after -- go to celery worker",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run_worker(ctx: typer.Context,
+               concurrency: Annotated[Optional[int], typer.Option(
+                   help="training processes (default: WORKER_CONCURRENCY, 1)")] = None,
+               loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
+    argv = worker_argv(get_settings(), concurrency=concurrency, loglevel=loglevel, extra=ctx.args)
     log.info("exec %s", " ".join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # same pid: signals to `backprop worker` reach celery itself
-    return 1  # not reached
 
 
-def run_db_upgrade(args: argparse.Namespace) -> int:
+@db_app.command("upgrade", help="migrate to the latest schema")
+def run_db_upgrade() -> None:
     from service.store import upgrade
 
     settings = get_settings()
     upgrade(settings)
     log.info("database at %s is up to date", _redacted(settings.database_url))
-    return 0
 
 
-def run_dev(args: argparse.Namespace) -> int:
+@app.command("dev", help="migrate, then run the API and one worker locally (open, loopback only)")
+def run_dev(grace: Annotated[float, typer.Option(help="seconds to wait for a clean stop before killing")]
+            = DEV_STOP_GRACE_SECONDS) -> None:
     settings = get_settings()
     if not is_loopback(settings.host):
         log.error("backprop dev runs without authentication and binds to loopback only; HOST=%s refused "
                   "(use `backprop api` and `backprop worker` to serve others)", settings.host)
-        return 2
-    run_db_upgrade(args)
+        raise typer.Exit(2)
+    run_db_upgrade()
     log.warning("development mode: the API is OPEN (no authentication) on http://%s:%d (loopback only)",
                 settings.host, settings.port)
     me = [sys.executable, "-m", "service.cli"]
-    return supervise({"api": [*me, "api"], "worker": [*me, "worker"]}, grace=args.grace)
+    raise typer.Exit(supervise({"api": [*me, "api"], "worker": [*me, "worker"]}, grace=grace))
 
 
 def _api_keys(settings: Settings):
@@ -166,48 +159,49 @@ def _api_keys(settings: Settings):
     return store, ApiKeys(store)
 
 
-def run_keys_create(args: argparse.Namespace) -> int:
+@keys_app.command("create", help="create a key for an owner; prints the token once")
+def run_keys_create(owner: Annotated[str, typer.Option(help="who the key acts as: 1-64 of letters, digits, _.@-")]) -> None:
     from service.store.keys import valid_owner
 
-    if not valid_owner(args.owner):
-        log.error("--owner %r: use 1-64 letters, digits and _.@- (starting with a letter or digit)", args.owner)
-        return 2
+    if not valid_owner(owner):
+        log.error("--owner %r: use 1-64 letters, digits and _.@- (starting with a letter or digit)", owner)
+        raise typer.Exit(2)
     store, keys = _api_keys(get_settings())
     try:
-        created = keys.create(args.owner)
+        created = keys.create(owner)
     finally:
         store.dispose()
-    log.info("created key %s for owner %s; the token below is shown only this once", created.key.id, args.owner)
+    log.info("created key %s for owner %s; the token below is shown only this once", created.key.id, owner)
     print(created.token, flush=True)  # stdout holds the token alone, for scripts
-    return 0
 
 
-def run_keys_list(args: argparse.Namespace) -> int:
+@keys_app.command("list", help="list keys (ids, owners, dates; never the tokens)")
+def run_keys_list(owner: Annotated[Optional[str], typer.Option(help="only this owner's keys")] = None) -> None:
     store, keys = _api_keys(get_settings())
     try:
-        listed = keys.list(owner=args.owner)
+        listed = keys.list(owner=owner)
     finally:
         store.dispose()
     print(f"{'KEY_ID':<16}  {'OWNER':<24}  {'CREATED':<25}  REVOKED")
     for key in listed:
         revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
         print(f"{key.id:<16}  {key.owner:<24}  {key.created_at.isoformat(timespec='seconds'):<25}  {revoked}")
-    return 0
 
 
-def run_keys_revoke(args: argparse.Namespace) -> int:
+@keys_app.command("revoke", help="revoke a key at once")
+def run_keys_revoke(key_id: Annotated[str, typer.Argument(
+        help="the id shown by `keys list` (the part after bpk_ in the token)")]) -> None:
     from service.store import NotFound
 
     store, keys = _api_keys(get_settings())
     try:
-        revoked = keys.revoke(args.key_id)
+        revoked = keys.revoke(key_id)
     except NotFound:
-        log.error("no key with id %r (see `backprop keys list`)", args.key_id)
-        return 1
+        log.error("no key with id %r (see `backprop keys list`)", key_id)
+        raise typer.Exit(1) from None
     finally:
         store.dispose()
     log.info("key %s of owner %s revoked at %s", revoked.id, revoked.owner, revoked.revoked_at.isoformat())
-    return 0
 
 
 def _redacted(url: str) -> str:

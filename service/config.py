@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(8, ge=1, le=1024, description="trained models an API process keeps loaded for "
                                   "predict (and as many built ONNX files), least recently used dropped first")
 
+    # Live event streams (GET /v1/jobs/{id}/events, issue 7)
+    max_streams_per_owner: int = Field(
+        20, ge=1, description="event streams one owner may hold open at once, per API process (429 beyond)")
+    stream_poll_seconds: float = Field(
+        0.1, gt=0, le=10, description="how often an API process checks the database for changes to the jobs it "
+        "streams when the broker is not Redis (with Redis, workers publish a wake-up and this check runs every 1 s)")
+    stream_keepalive_seconds: float = Field(
+        15.0, gt=0, le=300, description="an idle event stream sends a keep-alive comment this often")
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -14,11 +14,14 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from service.api.auth import BearerAuth
+from service.api.dashboard import install_dashboard
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
+from service.api.streams import JobStreams
 from service.blas import limit_blas_threads
 from service.config import Settings, get_settings
+from service.events import JobEvents, redis_url
 from service.portable.cache import ModelCache
 from service.queue import Enqueuer, celery_client
 from service.store import ApiKeys, Store
@@ -50,9 +53,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         limit_blas_threads(app_settings.blas_threads)  # predict runs the engine in this process
         app.openapi()  # built once now: strict_query and the 405 handler read it on every request
         app.state.enqueuer = enqueuer or Enqueuer(celery_client(app_settings))
+        app.state.job_events = JobEvents(redis_url(app_settings.broker_url))
+        app.state.streams = JobStreams(app.state.store, app_settings)
+        await app.state.streams.start()
         try:
             yield
         finally:  # close only what this lifespan built
+            await app.state.streams.stop()
+            app.state.job_events.close()
             if enqueuer is None:
                 app.state.enqueuer.close()
             if store is None:
@@ -63,6 +71,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.add_middleware(BearerAuth)  # added last, so it runs first: no key, no body read
     install_error_handlers(app)
     app.include_router(api_router)
+    install_dashboard(app)
     return app
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
+from service.events import job_events
 from service.specs import EpochMetrics
 from service.store import CheckpointPolicy, Store
 
@@ -75,4 +76,5 @@ class EpochBookkeeper:
                                        lease_seconds=self._lease_seconds, checkpoint_policy=self._policy)
         if ack.cancel_requested:
             self.cancel_requested = True
+        job_events(self._store.settings.broker_url).changed(self._job_id, f"epoch {metrics.epoch}")  # live streams
         self.recorded_seconds.append(self._clock() - started)

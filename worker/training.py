@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from service.events import job_events
 from service.specs import EpochMetrics, JobSpec
 from service.store import CheckpointPolicy, LeaseLost, Store
 from worker.bookkeeping import EpochBookkeeper
@@ -158,7 +159,9 @@ def run_job(store: Store, job_id: str, *, worker_id: str, lease_seconds: float,
 
 
 def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, monotonic) -> str:
+    events = job_events(store.settings.broker_url)  # wake-up hints for the job's live streams
     claim = store.claim_job(job_id, worker_id, lease_seconds)
+    events.changed(job_id, "status")  # running now, or ended by a lost claim
     if claim is None:
         log.info("job %s: not claimable (taken, finished or cancelled); skipping", job_id)
         return "skipped"
@@ -168,6 +171,7 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
         outcome, best_epoch, model = _train(store, claim, worker_id, lease_seconds, monotonic)
         if outcome.status == "released":
             status = store.release_job(job_id, worker_id)
+            events.changed(job_id, "status")
             log.info("job %s: shutting down; handed back (%s) for another worker to resume", job_id, status)
             return "released" if status == "queued" else status
         # the object is complete before the row names it
@@ -175,6 +179,7 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
         store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
                          error=outcome.error, best_epoch=best_epoch, model=stored,
                          model_card=model.meta["card"] if stored else None)
+        events.changed(job_id, "status")
         log.info("job %s: %s (%s)", job_id, outcome.status, outcome.stop_reason)
         return outcome.status
     except LeaseLost:
@@ -189,6 +194,7 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
             store.finish_job(job_id, worker_id, status="failed", stop_reason="error", error=readable(error))
         except LeaseLost:
             return "lease_lost"
+        events.changed(job_id, "status")
         return "failed"
 
 

@@ -16,7 +16,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+                        "/", "/compare"})
+# the dashboard's pages and files (service.api.dashboard): static, no data; their scripts call /v1 with a key
+OPEN_PREFIXES = ("/jobs/", "/static/")
 OWNER_STATE_KEY = "owner"
 CHALLENGE = 'Bearer realm="backprop"'
 
@@ -38,7 +41,7 @@ class BearerAuth:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         state = scope["app"].state

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.api.auth import CHALLENGE, OWNER_STATE_KEY
 from service.api.openapi import query_parameters
 from service.config import Settings
+from service.events import JobEvents
 from service.queue import Enqueuer
 from service.store import Store
 
@@ -37,6 +38,10 @@ async def get_store(request: Request) -> Store:
 
 async def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueuer
+
+
+async def get_job_events(request: Request) -> JobEvents:
+    return request.app.state.job_events
 
 
 async def get_owner(request: Request,
@@ -70,4 +75,5 @@ async def strict_query(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+JobEventsDep = Annotated[JobEvents, Depends(get_job_events)]
 OwnerDep = Annotated[str | None, Depends(get_owner)]

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from service.api.deps import EnqueuerDep, OwnerDep, SettingsDep, StoreDep
+from service.api.deps import EnqueuerDep, JobEventsDep, OwnerDep, SettingsDep, StoreDep
+from service.api.downsample import downsample
 from service.api.errors import error_responses
 from service.api.portable import ModelCacheDep, digest_headers, not_modified, onnx_download
 from service.specs import (
@@ -108,10 +109,15 @@ def get_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
     "/{job_id}/history", response_model=HistoryPublic,
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}},
 )
-def get_history(job_id: str, store: StoreDep, owner: OwnerDep, format: Literal["json", "csv"] = "json") -> Response:
+def get_history(job_id: str, store: StoreDep, owner: OwnerDep, format: Literal["json", "csv"] = "json",
+                points: Annotated[int | None, Query(ge=2, le=10_000, description="at most this many epochs, picked "
+                                  "for a chart: the first, the last, and each bucket's lowest and highest loss")] = None,
+                ) -> Response:
     # serialized by hand from plain rows: a 10,000-epoch history is read on every poll of a dashboard
     fields, rows = store.history_rows(job_id, owner=owner)
     rows = in_history_order(fields, rows)
+    if points is not None:
+        rows = downsample(rows, points, HISTORY_COLUMNS)
     if format == "json":
         body = {"job_id": job_id, "epochs": [dict(zip(HISTORY_COLUMNS, row)) for row in rows]}
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
@@ -140,8 +146,10 @@ def history_csv(rows: list[tuple]) -> str:
     description="A queued job is cancelled at once; a running one stops at its next batch boundary, "
     "keeping its last checkpoint; a finished job is returned unchanged.",
 )
-def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
-    return store.request_cancel(job_id, owner=owner)
+def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep, events: JobEventsDep) -> JobPublic:
+    job = store.request_cancel(job_id, owner=owner)
+    events.changed(job_id, "cancel")  # wakes the job's event streams (service.events)
+    return job
 
 
 @router.get(
