@@ -17,6 +17,7 @@ from service.store import LeaseLost, Store
 from tests.utils.db import SequentialIds
 from tests.utils.factories import create_job, job_spec, read_object
 from worker import tasks, training
+from worker.bookkeeping import EpochBookkeeper
 from worker.app import create_app
 from worker.nn import load_model
 from worker.training import StopPolicy, run_job, train_config
@@ -166,6 +167,17 @@ def test_cancel_between_batches_stops_inside_the_epoch(store, monkeypatch):
         return ack
 
     monkeypatch.setattr(store, "record_epoch", cancel_after_recording)
+    hand_over = EpochBookkeeper.submit
+
+    def settle_epoch_2(self, metrics, **kwargs):
+        # bookkeeping runs beside the next epoch: let epoch 2 (and the cancel after it) land
+        # before epoch 3 trains, so the request arrives between epoch 3's batches
+        reason = hand_over(self, metrics, **kwargs)
+        if metrics.epoch == 2:
+            self.wait()
+        return reason
+
+    monkeypatch.setattr(EpochBookkeeper, "submit", settle_epoch_2)
     assert run(store, job.id, monotonic=Ticks(0.1)) == "cancelled"
     done = store.get_job(job.id)
     assert done.status == "cancelled" and done.progress.epoch == 2  # the unfinished epoch 3 is not recorded
