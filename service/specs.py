@@ -430,6 +430,9 @@ class JobPublic(BaseModel):
     cancel_requested: bool = False
     spec: JobSpec
     model_card: ModelCard | None = Field(None, description="what produced the model; null until the job has one")
+    sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
+    trial_params: dict[str, bool | int | float | str | None] | None = Field(
+        None, description="a trial's drawn values, by dotted spec path")
 
 
 class JobPage(BaseModel):
@@ -463,6 +466,8 @@ class LimitsPublic(BaseModel):
     max_dataset_rows: int
     max_queued_jobs_per_owner: int
     max_predict_rows: int
+    max_trials_per_sweep: int
+    max_concurrent_trials_per_owner: int
 
 
 class PredictRequest(Spec):

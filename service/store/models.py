@@ -147,6 +147,7 @@ class SweepRow(Base):
     dataset_id: Mapped[str] = mapped_column(String(64))
     # [{"params": {...}, "spec": {resolved JobSpec}}], in draw order
     trials: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    trial_count: Mapped[int] = mapped_column(Integer)
     released: Mapped[int] = mapped_column(Integer, default=0)
     max_concurrent: Mapped[int] = mapped_column(Integer)
     metric: Mapped[str] = mapped_column(String(32))

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column('spec', JSON_TYPE, nullable=False),
         sa.Column('dataset_id', sa.String(64), nullable=False),
         sa.Column('trials', JSON_TYPE, nullable=False),
+        sa.Column('trial_count', sa.Integer(), nullable=False),
         sa.Column('released', sa.Integer(), nullable=False),
         sa.Column('max_concurrent', sa.Integer(), nullable=False),
         sa.Column('metric', sa.String(32), nullable=False),
