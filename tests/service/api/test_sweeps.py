@@ -2,6 +2,8 @@
 owner isolation, and the trials as ordinary /v1/jobs."""
 from __future__ import annotations
 
+import pytest
+
 from service.queue import TRAIN_TASK
 from tests.service.store.test_jobs import LEASE
 
@@ -135,3 +137,22 @@ def test_another_owners_sweep_is_404(make_api):
     assert api.client.get("/v1/sweeps", headers=bob).json()["items"] == []
     assert api.client.get("/v1/jobs", params={"sweep_id": sweep["id"]}, headers=bob).json()["items"] == []
     assert api.client.get(f"/v1/sweeps/{sweep['id']}", headers=alice).json()["status"] == "queued"
+
+
+def test_the_sdk_creates_reads_lists_and_cancels_sweeps(api):
+    from service.client import Client, InvalidRequest, NotFound
+    from service.specs import SweepSpec
+
+    with Client("http://testserver", transport=api.client._transport) as bp:  # the TestClient's in-process transport
+        sweep = bp.create_sweep(SweepSpec.model_validate(sweep_body(max_trials=3)))
+        assert bp.get_sweep(sweep.id) == sweep and len(sweep.trials) == 3
+        assert [s.id for s in bp.list_sweeps(limit=5).items] == [sweep.id]
+        trial_jobs = bp.list_jobs(sweep_id=sweep.id).items
+        assert {job.id for job in trial_jobs} == {t.job_id for t in sweep.trials if t.job_id}
+        cancelled = bp.cancel_sweep(sweep.id)
+        assert cancelled.status == "cancelled"
+        assert bp.wait_sweep(sweep.id, sleep=lambda _s: None).counts["cancelled"] == 3
+        with pytest.raises(InvalidRequest, match="space.optimizer.learnig_rate"):
+            bp.create_sweep({**sweep_body(), "space": {"optimizer.learnig_rate": {"choice": [0.1]}}})
+        with pytest.raises(NotFound):
+            bp.get_sweep("0" * 32)
