@@ -17,7 +17,6 @@ import functools
 import inspect
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -339,17 +338,14 @@ def sweeps_submit(bp: Client, spec: Annotated[Path, typer.Argument(help="the swe
             f"submitted sweep {sweep.id} ({len(sweep.trials)} trials)", markup=False)
         return
     stderr.print(f"submitted sweep {sweep.id}", markup=False)
-    last = ""
+    shown: list[str] = []
 
-    def report(_seconds: float) -> None:
-        nonlocal last
-        now = counts_text(bp.get_sweep(sweep.id))
-        if now != last:
-            stderr.print(now, markup=False)
-            last = now
-        time.sleep(_seconds)
+    def report(now: SweepPublic) -> None:  # the counts on stderr, each time they change
+        if not shown or counts_text(now) != shown[-1]:
+            shown.append(counts_text(now))
+            stderr.print(shown[-1], markup=False)
 
-    finished = bp.wait_sweep(sweep.id, sleep=report)
+    finished = bp.wait_sweep(sweep.id, on_poll=report)
     emit(finished) if output == "json" else stdout.print(sweep_summary(finished), markup=False)
     raise typer.Exit(OUTCOME_EXIT.get(finished.status, EXIT_ERROR))
 

@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -372,10 +372,14 @@ class Client:
     def cancel_sweep(self, sweep_id: str) -> SweepPublic:
         return self._request("POST", f"/v1/sweeps/{_segment(sweep_id)}/cancel", model=SweepPublic)
 
-    def wait_sweep(self, sweep_id: str, *, poll_seconds: float = 2.0, sleep=time.sleep) -> SweepPublic:
-        """Poll the sweep until it ends (every trial finished, or the sweep cancelled and its trials stopped)."""
+    def wait_sweep(self, sweep_id: str, *, poll_seconds: float = 2.0, sleep=time.sleep,
+                   on_poll: Callable[[SweepPublic], None] | None = None) -> SweepPublic:
+        """Poll the sweep until it ends (every trial finished, or the sweep cancelled and its
+        trials stopped); `on_poll` sees each answer."""
         while True:
             sweep = self.get_sweep(sweep_id)
+            if on_poll is not None:
+                on_poll(sweep)
             if sweep.status in TERMINAL_STATUSES and not (sweep.counts["queued"] or sweep.counts["running"]):
                 return sweep
             sleep(poll_seconds)

@@ -163,14 +163,15 @@ class LeaseStore(SweepStore, StoreBase):
                                   best_val_loss=values["val_loss"], best_val_accuracy=values["val_accuracy"])
             held_row = session.execute(
                 update(JobRow).where(held(job_id, worker_id))
-                .values(**job_values).returning(JobRow.cancel_requested, JobRow.sweep_id)
+                .values(**job_values).returning(JobRow.cancel_requested, JobRow.sweep_id, JobRow.epochs)
                 .execution_options(synchronize_session=False)
             ).one_or_none()
             if held_row is None:
                 raise lease_lost(job_id, worker_id)
-            cancel, sweep_id = held_row
+            cancel, sweep_id, epochs = held_row
             session.add(EpochMetricsRow(job_id=job_id, is_best=is_best, created_at=now, **values))
-            asha_stopped = sweep_id is not None and self._asha_stops(session, sweep_id, job_id, metrics.epoch, values)
+            asha_stopped = sweep_id is not None and self._asha_stops(session, sweep_id, job_id, metrics.epoch,
+                                                                     epochs, values)
             pruned: list[str] = []
             if checkpoint is not None:
                 session.add(CheckpointRow(job_id=job_id, epoch=metrics.epoch, key=checkpoint.key,

@@ -147,7 +147,8 @@ class SweepStore(JobStore, StoreBase):
                 owner_room -= room
         return released
 
-    def _asha_stops(self, session: Session, sweep_id: str, job_id: str, epoch: int, values: dict[str, Any]) -> bool:
+    def _asha_stops(self, session: Session, sweep_id: str, job_id: str, epoch: int, epochs: int,
+                    values: dict[str, Any]) -> bool:
         """ASHA's decision for a trial's epoch (False when the epoch is no rung), taken once: the
         sweep row is locked while the rung's results are read and this one is inserted, and a
         retried epoch reads its stored decision back."""
@@ -156,7 +157,6 @@ class SweepStore(JobStore, StoreBase):
             .where(SweepRow.id == sweep_id)).one_or_none()
         if sweep is None or sweep.asha_grace_period is None:
             return False
-        epochs = session.scalar(select(JobRow.epochs).where(JobRow.id == job_id))
         if epoch not in asha_rungs(sweep.asha_grace_period, sweep.asha_reduction_factor, epochs):
             return False
         session.execute(select(SweepRow.id).where(SweepRow.id == sweep_id).with_for_update())
