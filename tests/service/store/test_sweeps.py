@@ -278,3 +278,32 @@ def serial_order_exists(rewards: list[float], continued: list[bool], eta: int) -
         return any(asha_continues(rewards[i], others, eta) == continued[i] and extend(done + [i])
                    for i in range(len(rewards)) if i not in done)
     return extend([])
+
+
+def test_concurrent_trial_ends_release_each_held_trial_once_within_the_cap(make_store):
+    stores = [make_store() for _ in range(3)]
+    sweep, running = create_sweep(stores[0], max_trials=9, max_concurrent=3)
+    for index, job_id in enumerate(running):
+        assert stores[0].claim_job(job_id, f"w{index}", LEASE) is not None
+    released: list[str] = []
+    errors = []
+    barrier = threading.Barrier(len(running))
+
+    def finish(index: int) -> None:
+        try:
+            barrier.wait()
+            released.extend(stores[index].finish_job(running[index], f"w{index}", status="succeeded",
+                                                     stop_reason="completed"))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=finish, args=(index,)) for index in range(len(running))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(released) == len(set(released)) == 3  # each freed place filled once
+    read = stores[0].get_sweep(sweep.id)
+    assert (read.counts["queued"], read.counts["held"], read.counts["succeeded"]) == (3, 3, 3)
+    assert sorted(t.index for t in read.trials if t.status == "queued") == [3, 4, 5]
