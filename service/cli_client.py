@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -133,8 +134,20 @@ def summary(job: JobPublic) -> str:
 # ---------------------------------------------------------------- jobs
 
 
+def spec_loader():
+    """YAML's safe loader, reading `1e-4` as a number as JSON (and YAML 1.2) do, not as text."""
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        pass
+
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return SpecLoader
+
+
 def load_spec(path: Path) -> dict:
-    """A job spec from .json, .yaml/.yml, or - (stdin, JSON or YAML)."""
+    """A job (or sweep) spec from .json, .yaml/.yml, or - (stdin, JSON or YAML)."""
     import yaml
 
     try:
@@ -142,7 +155,7 @@ def load_spec(path: Path) -> dict:
     except OSError as error:
         raise typer.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="SPEC") from None
     try:
-        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        spec = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=spec_loader())
     except (ValueError, yaml.YAMLError) as error:
         raise typer.BadParameter(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}",
                                  param_hint="SPEC") from None

@@ -41,8 +41,8 @@ def cli(stack, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_sweep_with_asha_runs_to_completion_pruning_the_poor_trials(stack, tmp_path):
-    spec = tmp_path / "sweep.json"  # (YAML 1.1 would read 1e-05 as a string: write 1.0e-5 there)
-    spec.write_text(json.dumps(SWEEP))
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(json.dumps(SWEEP))  # JSON is YAML; its 1e-05 must stay a number
     done = cli(stack, "sweeps", "submit", str(spec), "--wait", "-o", "json")
     assert done.returncode == 0, done.stdout + done.stderr + stack.logs()
     sweep = json.loads(done.stdout)
