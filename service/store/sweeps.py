@@ -40,7 +40,8 @@ class SweepStore(JobStore, StoreBase):
         with self.session_scope(write=True) as session:
             row = SweepRow(
                 id=sweep_id, owner=owner, name=spec.name, spec=stored.model_dump(mode="json"), dataset_id=dataset_id,
-                trials=[{"params": trial.params, "spec": trial.spec.model_dump(mode="json")} for trial in trials],
+                trials=[{"params": trial.params, "spec": trial_named(trial, spec.name, index).model_dump(mode="json")}
+                        for index, trial in enumerate(trials)],
                 trial_count=len(trials), released=0, max_concurrent=spec.max_concurrent, metric=spec.metric, mode=stored.mode,
                 asha_grace_period=spec.asha.grace_period if spec.asha else None,
                 asha_reduction_factor=spec.asha.reduction_factor if spec.asha else None,
@@ -229,6 +230,13 @@ class SweepStore(JobStore, StoreBase):
             mode=row.mode, trials=trials, best=best, created_at=row.created_at, cancelled_at=row.cancelled_at,
             spec=SweepSpec.model_validate(row.spec),
         )
+
+
+def trial_named(trial: Trial, sweep_name: str, index: int):
+    """The trial's spec, named `<sweep name>-<index>` unless the base spec names its jobs."""
+    if trial.spec.name:
+        return trial.spec
+    return trial.spec.model_copy(update={"name": f"{sweep_name or 'sweep'}-{index}"[:200]})
 
 
 def sweep_status(row: SweepRow, counts: dict[str, int]) -> str:

@@ -42,6 +42,8 @@ def test_submit_stores_the_sweep_and_publishes_its_first_trials(api):
     assert sorted(job["id"] for job in listed) == sorted(released)
     job = api.client.get(f"/v1/jobs/{released[0]}").json()
     assert job["sweep_id"] == sweep["id"] and set(job["trial_params"]) == set(SPACE)
+    index = next(t["index"] for t in sweep["trials"] if t["job_id"] == released[0])
+    assert job["name"] == f"lr-{index}"  # <sweep name>-<index>, the base spec naming no job
     assert api.client.get(f"/v1/sweeps/{sweep['id']}").json() == sweep
 
 

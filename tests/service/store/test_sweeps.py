@@ -51,6 +51,7 @@ def test_a_sweep_releases_max_concurrent_trials_and_holds_the_rest(store):
         trial = next(t for t in sweep.trials if t.job_id == job.id)
         assert job.sweep_id == sweep.id and job.trial_params == trial.params
         assert job.spec.optimizer.learning_rate == trial.params["optimizer.learning_rate"]
+        assert job.name == f"sweep-{trial.index}"  # the base names no job; the sweep has no name either
     assert store.release_held_trials() == []  # full: nothing more until a trial ends
 
 
