@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.utils.api import job_body
@@ -167,3 +168,14 @@ def test_a_cancel_on_a_nul_id_changes_nothing(api):
     response = api.client.post(f"/v1/jobs/{job['id']}%00/cancel")
     assert response.status_code == 422, response.text
     assert api.client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("upload", ["csv", "npz"])
+def test_class_labels_holding_nul_are_refused(api, upload):
+    if upload == "csv":
+        response = api.upload_csv("x,label\n1,a\x00b\n2,b\n3,a\x00b\n4,b\n")
+    else:
+        response = api.upload_npz(X=np.zeros((4, 2), np.float32), y=np.array(["a\x00b", "c", "a\x00b", "c"]))
+    assert response.status_code == 400, response.text
+    assert "cannot be stored" in standard_json(response)["detail"]
+    assert stored(api) == (0, 0)
