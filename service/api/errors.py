@@ -75,7 +75,9 @@ def encodable(value: Any, depth: int = 0) -> Any:
         return [encodable(item, depth + 1) for item in value]
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    return encodable(jsonable_encoder(value), depth + 1) if isinstance(value, BaseModel) else encodable(str(value), depth)
+    if isinstance(value, BaseModel):
+        return encodable(jsonable_encoder(value), depth + 1)
+    return encodable(str(value), depth)  # an exception in `ctx`, a Decimal, ...
 
 
 def install_error_handlers(app: FastAPI) -> None:
