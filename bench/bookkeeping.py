@@ -37,11 +37,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def metrics_of(end):
+    from service.specs import EpochMetrics
+
+    return EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
+
+
 def run(database_url: str, workdir: Path, epochs: int) -> dict[str, list[float]]:
     from sklearn.datasets import load_digits
 
     from service.config import Settings
-    from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, parameter_count, resolve_spec
+    from service.specs import BUILTIN_DATASETS, JobSpec, parameter_count, resolve_spec
     from service.store import CheckpointPolicy, Store, upgrade
     from worker.app import limit_blas_threads
     from worker.bookkeeping import EpochBookkeeper
@@ -59,9 +65,6 @@ def run(database_url: str, workdir: Path, epochs: int) -> dict[str, list[float]]
     X, y = load_digits(return_X_y=True)
     policy = CheckpointPolicy.of(spec)
     timings: dict[str, list[float]] = {"blocked": [], "recorded": [], "inline": [], "epoch": []}
-
-    def metrics_of(end) -> EpochMetrics:
-        return EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
 
     from worker.nn import Trainer
 
@@ -117,9 +120,6 @@ def late(database_url: str, workdir: Path, window: int, late_epoch: int) -> dict
             "model": {"hidden_layers": [{"units": 8}]},
             "early_stopping": {"patience": 10 * late_epoch, "restore_best_weights": True},
             "checkpoint": {"every_epochs": 1, "keep_last": 2, "keep_best": True}}), BUILTIN_DATASETS["iris"])
-
-    def metrics_of(end) -> EpochMetrics:
-        return EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
 
     def one_epoch(job_id: str, trainer: Trainer, policy: CheckpointPolicy, times: list[float]) -> None:
         def inline(end):

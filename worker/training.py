@@ -206,7 +206,8 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
     if claim.resume_checkpoint is not None:
         # the checkpoint holds no history (O(model) whatever the epoch): the epoch rows are it
         fields, rows = store.history_rows(claim.job_id)
-        history = [entry for entry in (dict(zip(fields, row)) for row in rows) if entry["epoch"] <= claim.resume_epoch]
+        history = [dict(zip(fields, row)) for row in rows]
+        history = [entry for entry in history if entry["epoch"] <= claim.resume_epoch]
         with store.artifacts.local_copy(claim.resume_checkpoint) as path:
             trainer.load_checkpoint(path, history)
         if trainer.epoch != claim.resume_epoch:

@@ -312,8 +312,11 @@ def test_a_late_resume_restores_the_history_from_the_epoch_rows_and_stays_exact(
 
     given = []
     load_checkpoint = training.Trainer.load_checkpoint
-    monkeypatch.setattr(training.Trainer, "load_checkpoint",
-                        lambda self, path, history=None: (given.append(history), load_checkpoint(self, path, history))[1])
+
+    def remember_history(self, path, history=None):
+        given.append(history)
+        return load_checkpoint(self, path, history)
+    monkeypatch.setattr(training.Trainer, "load_checkpoint", remember_history)
     clock.advance(LEASE + 1)
     assert run(store, job.id, worker="w2") == "succeeded"
     [history] = given
