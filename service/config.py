@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="API bind port")
     api_workers: int = Field(1, ge=1, le=64, description="API processes `backprop api` runs on the port "
                              "(uvicorn workers); about one per core the API may use")
+    api_threads: int = Field(4, ge=1, le=64, description="threads per API process for blocking work (database "
+                             "calls, upload checks, file streaming); more threads than cores only add GIL contention")
     training_queue: str = Field("training", min_length=1, max_length=100,
                                 description="broker queue the API sends to and workers consume")
     lease_seconds: float = Field(60.0, gt=0, description="a running job's lease; renewed every epoch")

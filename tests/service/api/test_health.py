@@ -39,3 +39,12 @@ def test_readyz_503_when_the_database_is_unreachable(make_api, settings_factory)
         unreachable.dispose()
     assert response.status_code == 503
     assert response.json()["database"].startswith("error:") and response.json()["broker"] == "ok"
+
+
+def test_blocking_work_runs_on_api_threads_threads(make_api):
+    """Sync handlers and dependencies share API_THREADS threads per process (not anyio's 40)."""
+    import anyio.to_thread
+
+    api = make_api(api_threads=3)
+    assert api.client.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens) == 3
+    assert api.client.get("/readyz").status_code == 200
