@@ -23,6 +23,7 @@ from typing import BinaryIO, Iterator, Literal
 import numpy as np
 
 from service.config import Settings
+from service.npy_header import NpyHeaderError, read_npy_header
 from service.specs import DatasetInfo, Task
 
 MAX_CLASSES = 1000
@@ -201,18 +202,12 @@ def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: st
     """Reject a member before any array is allocated: dtype, rank, rows, and a forged shape."""
     try:
         with archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-            else:
-                raise UploadError(f"{key}: unsupported .npy format version {version}")
-            header_bytes = stream.tell()
-    except UploadError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, SyntaxError) as exc:
+            header = read_npy_header(stream)
+    except NpyHeaderError as exc:
+        raise UploadError(f"{key}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError) as exc:
         raise UploadError(f"{key}: not a valid .npy array: {exc}") from None
+    shape, dtype, header_bytes = header.shape, header.dtype, header.header_bytes
 
     if dtype.hasobject:
         raise UploadError(f"{key}: object arrays are not accepted")
