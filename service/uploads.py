@@ -244,24 +244,26 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     """
     reader = csv.reader(_decoded_lines(fileobj))
     try:
-        header = next(reader, None)
+        header = next((row for row in reader if not _is_blank(row)), None)
     except csv.Error as exc:
-        raise UploadError(f"line 1: {exc}") from None
+        raise UploadError(f"line {reader.line_num}: {exc}") from None
     if header is None:
-        raise UploadError("file: the CSV is empty; a header line naming the columns is required")
+        what = "holds only blank lines" if reader.line_num else "is empty"
+        raise UploadError(f"file: the CSV {what}: no header and no rows; a header line naming the columns is required")
+    header_line = reader.line_num
     header = [name.strip() for name in header]
     for position, name in enumerate(header, start=1):
         if not name:
-            raise UploadError(f"line 1: column {position} of the header has no name")
+            raise UploadError(f"line {header_line}: column {position} of the header has no name")
     duplicates = sorted(name for name, count in Counter(header).items() if count > 1)
     if duplicates:
-        raise UploadError(f"line 1: duplicate column names {duplicates}")
+        raise UploadError(f"line {header_line}: duplicate column names {duplicates}")
     if all(_is_number(name) for name in header):
-        raise UploadError("line 1: a header line naming the columns is required; this line holds numbers")
+        raise UploadError(f"line {header_line}: a header line naming the columns is required; this line holds numbers")
     if target not in header:
         raise UploadError(f"target: no column named {target!r}; the header has {header}", field="target")
     if len(header) < 2:
-        raise UploadError("line 1: at least one feature column is needed besides the target")
+        raise UploadError(f"line {header_line}: at least one feature column is needed besides the target")
 
     width = len(header)
     target_at = header.index(target)
@@ -282,8 +284,8 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     try:
         for row in reader:
             line = reader.line_num
-            if not row:
-                continue  # blank line
+            if _is_blank(row):
+                continue
             if len(row) != width:
                 raise UploadError(f"line {line}: expected {width} fields as in the header, found {len(row)}")
             label = row[target_at].strip()
@@ -307,6 +309,10 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
         raise UploadError("file: the CSV has a header but no data rows")
     X = np.concatenate(feature_chunks)
     return {"X": X, "y": _parse_labels(labels, label_lines, target)}
+
+
+def _is_blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())  # an empty or whitespace-only line
 
 
 def _decoded_lines(fileobj: BinaryIO) -> Iterator[str]:
