@@ -69,6 +69,8 @@ def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (defa
                 help="API processes sharing the port (default: API_WORKERS, 1)")] = None) -> None:
     import uvicorn
 
+    from service.http_server import HeaderLimitedHttpTools
+
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     # the app reads Settings in its lifespan (uvicorn builds it from the factory): hand it the
@@ -89,8 +91,10 @@ def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (defa
         log.error("--workers must be at least 1")
         raise typer.Exit(2)
     # each process builds its own app (engines, pools, the broker client) from the factory:
-    # uvicorn starts its workers fresh (spawn), so nothing is shared across processes
+    # uvicorn starts its workers fresh (spawn), so nothing is shared across processes.
+    # httptools, explicitly, with the header block capped (MAX_HEADER_BYTES, MAX_HEADER_COUNT)
     uvicorn.run("service.main:create_app", factory=True, host=host, port=port, log_level="info",
+                http=HeaderLimitedHttpTools,
                 workers=workers if workers > 1 else None, timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS)
 
 

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
 
     # Caps (issue 4). A job spec's caps default to the schema's bounds (service.specs) and may only
     # be tightened here: jobs stored under the schema's bounds stay readable whatever is set.
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024,
+        description="largest request line and header block `backprop api` reads; beyond it 431 and the "
+        "connection is closed before more is read")
+    max_header_count: int = Field(100, ge=8, le=1000, description="most headers in one request (431 beyond)")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="largest dataset upload (the file)")
     max_dataset_rows: int = Field(2_000_000, ge=1, description="largest dataset, in rows (X and X_val together)")
     max_epochs: int = Field(MAX_EPOCHS, ge=1, le=MAX_EPOCHS, description="largest `epochs` of a job")
