@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterator, Literal
 
 import numpy as np
 
-from service.config import Settings
+from service.config import MAX_DATASET_BYTES, Settings
 from service.npy_header import NpyHeaderError, read_npy_header
 from service.specs import DatasetInfo, Task
 
@@ -35,6 +35,8 @@ CSV_CHUNK_CELLS = 1 << 20  # ~60 MB of Python strings at most before a chunk bec
 MAX_CSV_LINE_BYTES = 4 * 1024 * 1024
 NPZ_ARRAYS = ("X", "y", "X_val", "y_val")
 MAX_CENTRAL_DIRECTORY_BYTES = 64 * 1024  # 4 members need about 300 bytes
+TRAINING_ITEMSIZE = np.dtype(np.float32).itemsize  # the engine trains in float32
+CHECK_CHUNK_CELLS = 1 << 22  # X is checked (and narrowed) in row chunks of ~4M cells: 16 MB temporaries
 FEATURE_KINDS = "biuf"  # bool, signed, unsigned, float
 LABEL_KINDS = "biufU"  # plus unicode strings for class labels
 
@@ -60,10 +62,19 @@ class UploadLimits:
     max_rows: int
     max_classes: int = MAX_CLASSES
     max_compression_ratio: float = MAX_COMPRESSION_RATIO
+    max_trained_bytes: int = MAX_DATASET_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "UploadLimits":
-        return cls(max_bytes=settings.max_upload_bytes, max_rows=settings.max_dataset_rows)
+        return cls(max_bytes=settings.max_upload_bytes, max_rows=settings.max_dataset_rows,
+                   max_trained_bytes=settings.max_dataset_bytes)
+
+    def check_trained_size(self, cells: int, what: str) -> None:
+        """`cells` values of X, X_val and the targets as the engine trains them (float32), against the cap."""
+        size = cells * TRAINING_ITEMSIZE
+        if size > self.max_trained_bytes:
+            raise UploadTooLarge(f"{what}: {cells} values are {size} bytes as float32 for training; the cap is "
+                                 f"{self.max_trained_bytes} bytes (MAX_DATASET_BYTES)")
 
 
 @dataclass
@@ -176,6 +187,7 @@ def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
             raise UploadError("X_val: X_val and y_val come together (give both or neither)")
 
         total = 0
+        shapes: dict[str, tuple[int, ...]] = {}
         for member in members:
             key = member.filename.removesuffix(".npy")
             if member.flag_bits & 0x1:
@@ -188,7 +200,9 @@ def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
             if member.file_size > RATIO_CHECK_FROM_BYTES and ratio > limits.max_compression_ratio:
                 raise UploadError(
                     f"{key}: compression ratio {ratio:.0f}:1 exceeds {limits.max_compression_ratio:.0f}:1")
-            _check_npy_header(archive, member, key, limits)
+            shapes[key] = _check_npy_header(archive, member, key, limits)
+        # before a byte is decoded: the data as it will be trained (an int8 X of 100 MB is 400 MB of float32)
+        limits.check_trained_size(sum(math.prod(shape) for shape in shapes.values()), "X, y (and X_val, y_val)")
 
     try:
         fileobj.seek(0)
@@ -198,8 +212,9 @@ def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
         raise UploadError(f"file: could not read the arrays: {exc}") from None
 
 
-def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: str, limits: UploadLimits) -> None:
-    """Reject a member before any array is allocated: dtype, rank, rows, and a forged shape."""
+def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: str,
+                      limits: UploadLimits) -> tuple[int, ...]:
+    """Reject a member before any array is allocated: dtype, rank, rows, and a forged shape. Returns the shape."""
     try:
         with archive.open(member) as stream:
             header = read_npy_header(stream)
@@ -232,6 +247,7 @@ def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: st
         raise UploadError(
             f"{key}: the header declares shape {shape} of {dtype} ({declared} bytes) but the member "
             f"holds {member.file_size - header_bytes} bytes of data")
+    return shape
 
 
 # ---------------------------------------------------------------- .csv
@@ -274,6 +290,7 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     pending: list[list[str]] = []
     pending_lines: list[int] = []
     chunk_rows = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // width))
+    max_rows_by_size = limits.max_trained_bytes // (TRAINING_ITEMSIZE * width)  # features and the target
 
     def flush() -> None:
         if pending:
@@ -297,6 +314,8 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
             label_lines.append(line)
             if len(labels) > limits.max_rows:
                 raise UploadTooLarge(f"line {line}: more than {limits.max_rows} rows (the cap)")
+            if len(labels) > max_rows_by_size:
+                limits.check_trained_size(len(labels) * width, f"line {line}")
             del row[target_at]
             pending.append(row)
             pending_lines.append(line)
@@ -404,6 +423,10 @@ def build_dataset(arrays: dict[str, np.ndarray], limits: UploadLimits, *, task: 
         raise UploadTooLarge(f"X: {X.shape[0] + val_rows} rows in all exceed the cap of {limits.max_rows}")
 
     task, classes, y, y_val = infer_task(y, y_val, limits, task=task)
+    # the targets as trained: one float32 column per class (one-hot), or per regression output
+    target_columns = len(classes) if task == "classification" else (1 if y.ndim == 1 else y.shape[1])
+    limits.check_trained_size(X.size + (0 if X_val is None else X_val.size) + (X.shape[0] + val_rows) * target_columns,
+                              "X, y (and X_val, y_val)")
     info = DatasetInfo(
         rows=X.shape[0], features=X.shape[1], task=task, classes=classes,
         outputs=1 if (task == "classification" or y.ndim == 1) else y.shape[1],
@@ -424,14 +447,30 @@ def _features(array: np.ndarray, key: str, *, min_rows: int) -> np.ndarray:
         raise UploadError(f"{key}: needs at least {min_rows} rows, got {array.shape[0]}")
     if array.shape[1] < 1:
         raise UploadError(f"{key}: needs at least one feature column")
-    with np.errstate(over="ignore"):  # overflow shows up as inf just below
-        converted = array.astype(np.float32, copy=False)  # a CSV's X is float32 already
-    bad = ~np.isfinite(converted)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise UploadError(
-            f"{key}: row {row}, column {column}: {array[row, column]!r} is not finite (or beyond float32's range)")
-    return converted
+    return stored_features(array, key)
+
+
+def stored_features(array: np.ndarray, key: str) -> np.ndarray:
+    """X as it is stored: in its own dtype when float32 holds every value exactly (bool, 8- and
+    16-bit integers, float16, float32), else converted to float32; finite in float32 either way.
+    Row chunks bound the temporaries, so an upload costs its arrays and at most one float32 copy."""
+    keep = np.can_cast(array.dtype, np.float32, casting="safe")
+    if keep and array.dtype.kind != "f":
+        return array  # bools and small integers: always finite, exact in float32
+    stored = array if keep else np.empty(array.shape, dtype=np.float32)
+    step = max(1, CHECK_CHUNK_CELLS // array.shape[1])
+    for start in range(0, array.shape[0], step):
+        chunk = array[start:start + step]
+        with np.errstate(over="ignore"):  # overflow shows up as inf just below
+            converted = chunk if keep else chunk.astype(np.float32)
+        bad = ~np.isfinite(converted)
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            raise UploadError(f"{key}: row {start + row}, column {column}: {chunk[row, column]!r} is not finite "
+                              "(or beyond float32's range)")
+        if not keep:
+            stored[start:start + len(chunk)] = converted
+    return stored
 
 
 def _targets(array: np.ndarray, key: str, *, rows: int) -> np.ndarray:

@@ -9,11 +9,13 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 
 from bench.stack import BIN
 from tests.integration.harness import running_stack
 from tests.utils.rawhttp import peak_rss_bytes, send_raw
+from tests.utils.uploads import npz_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,13 @@ def test_requests_under_the_caps_are_served(stack):
     with keep_alive:  # many requests on one connection: the count is per request, not per connection
         for _ in range(3 * MAX_HEADER_COUNT):
             assert keep_alive.get("/healthz").status_code == 200
+
+
+def test_large_bodies_on_one_connection_are_not_counted_as_headers(stack):
+    """A body's last read may be 256 KiB; it belongs to its request, not to the next header block."""
+    rng = np.random.default_rng(0)
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=60) as client:
+        for size in (5_000, 60_000, 20_000):
+            body = npz_bytes(X=rng.normal(size=(size, 8)), y=np.arange(size) % 2)
+            response = client.post("/v1/datasets", files={"file": ("d.npz", body)})
+            assert response.status_code == 201, response.text

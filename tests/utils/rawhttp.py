@@ -49,8 +49,8 @@ def send_raw(url: str, request: bytes, timeout: float = 30) -> RawAnswer:
     return RawAnswer(status, body, sent)
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """The process's peak resident set (VmHWM) so far."""
+def peak_rss_bytes(pid: int | str) -> int:
+    """The process's peak resident set (VmHWM) so far; `pid` may be "self"."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
