@@ -24,6 +24,9 @@ _TOKEN = re.compile(r"""\s*(?:(?P<string>'[^'\\\n]*'|"[^"\\\n]*")|(?P<integer>\d
                     re.DOTALL)
 
 
+_REST_IS_BLANK = re.compile(r"\s*\Z")
+
+
 class NpyHeaderError(ValueError):
     """A malformed `.npy` header; the message is safe to show (short, no object reprs)."""
 
@@ -114,7 +117,7 @@ class _Tokens:
 
     def _advance(self) -> None:
         self.start = self.at
-        if self.at >= len(self.text) or not self.text[self.at:].strip():
+        if _REST_IS_BLANK.match(self.text, self.at):
             self.kind, self.value = "end", ""
             self.at = len(self.text)
             return
