@@ -24,7 +24,7 @@ import numpy as np
 
 from service.config import MAX_DATASET_BYTES, Settings
 from service.npy_header import NpyHeaderError, read_npy_header
-from service.specs import DatasetInfo, Task
+from service.specs import DatasetInfo, Task, unstorable_text
 
 MAX_CLASSES = 1000
 MAX_COMPRESSION_RATIO = 100.0
@@ -427,6 +427,9 @@ def build_dataset(arrays: dict[str, np.ndarray], limits: UploadLimits, *, task: 
     target_columns = len(classes) if task == "classification" else (1 if y.ndim == 1 else y.shape[1])
     limits.check_trained_size(X.size + (0 if X_val is None else X_val.size) + (X.shape[0] + val_rows) * target_columns,
                               "X, y (and X_val, y_val)")
+    for label in classes:  # stored as JSON text: PostgreSQL holds no NUL
+        if isinstance(label, str) and (reason := unstorable_text(label)) is not None:
+            raise UploadError(f"y: the class label {label!r} cannot be stored: {reason}")
     info = DatasetInfo(
         rows=X.shape[0], features=X.shape[1], task=task, classes=classes,
         outputs=1 if (task == "classification" or y.ndim == 1) else y.shape[1],

@@ -204,8 +204,12 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
     data = load_dataset(claim.dataset_id, claim.dataset_key, spec.seed, store.artifacts)
     trainer = Trainer(config, data.X, data.y, X_val=data.X_val, y_val=data.y_val)
     if claim.resume_checkpoint is not None:
+        # the checkpoint holds no history (O(model) whatever the epoch): the epoch rows are it
+        fields, rows = store.history_rows(claim.job_id)
+        history = [dict(zip(fields, row)) for row in rows]
+        history = [entry for entry in history if entry["epoch"] <= claim.resume_epoch]
         with store.artifacts.local_copy(claim.resume_checkpoint) as path:
-            trainer.load_checkpoint(path)
+            trainer.load_checkpoint(path, history)
         if trainer.epoch != claim.resume_epoch:
             raise RuntimeError(f"checkpoint holds epoch {trainer.epoch}, the job's history ends at {claim.resume_epoch}")
     every = spec.checkpoint.every_epochs
