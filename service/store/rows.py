@@ -22,6 +22,7 @@ def job_public(row: JobRow) -> JobPublic:
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
         attempt=row.attempt, dataset_id=row.dataset_id, cancel_requested=row.cancel_requested, spec=spec,
         model_card=ModelCard.model_validate(row.model_card) if row.model_card else None,
+        sweep_id=row.sweep_id, trial_params=row.trial_params,
     )
 
 

@@ -24,8 +24,8 @@ def stored(api):
 def get_paths(api, job_id: str, dataset_id: str) -> list[str]:
     """Every GET path of the OpenAPI schema, its parameters filled with a real job and dataset."""
     schema = api.client.get("/openapi.json").json()
-    values = {"job_id": job_id, "dataset_id": dataset_id}
-    paths = [re.sub(r"\{(\w+)\}", lambda match: values[match[1]], path)
+    values = {"job_id": job_id, "dataset_id": dataset_id}  # any other id: one that does not exist (404 both)
+    paths = [re.sub(r"\{(\w+)\}", lambda match: values.get(match[1], "0" * 32), path)
              for path, operations in schema["paths"].items() if "get" in operations]
     return [*paths, "/", "/compare", f"/jobs/{job_id}", "/static/style.css"]  # the dashboard, not in the schema
 
