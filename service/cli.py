@@ -68,6 +68,7 @@ def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (defa
             port: Annotated[Optional[int], typer.Option(help="bind port (default: PORT, 8000)")] = None,
             workers: Annotated[Optional[int], typer.Option(
                 help="API processes sharing the port (default: API_WORKERS, 1)")] = None) -> None:
+    from service.http_server import HeaderLimitedHttpTools
     from service.serving import serve
 
     settings = get_settings()
@@ -90,9 +91,10 @@ def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (defa
         log.error("--workers must be at least 1")
         raise typer.Exit(2)
     # each process builds its own app (engines, pools, the broker client) from the factory, fresh
-    # (spawn), and listens on its own SO_REUSEPORT socket, so connections spread (service/serving.py)
+    # (spawn), and listens on its own SO_REUSEPORT socket, so connections spread (service/serving.py);
+    # httptools, explicitly, with the header block capped (MAX_HEADER_BYTES, MAX_HEADER_COUNT)
     serve("service.main:create_app", host=host, port=port, workers=workers, log_level="info",
-          timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS)
+          http=HeaderLimitedHttpTools, timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS)
 
 
 def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO",

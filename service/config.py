@@ -18,6 +18,9 @@ from service.specs import (
 )
 
 
+MAX_DATASET_BYTES = 200 * 1024 * 1024
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and "localhost": addresses only this machine can reach."""
     if host == "localhost":
@@ -75,8 +78,17 @@ class Settings(BaseSettings):
 
     # Caps (issue 4). A job spec's caps default to the schema's bounds (service.specs) and may only
     # be tightened here: jobs stored under the schema's bounds stay readable whatever is set.
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024,
+        description="largest request line and header block `backprop api` reads; beyond it 431 and the "
+        "connection is closed before more is read")
+    max_header_count: int = Field(100, ge=8, le=1000, description="most headers in one request (431 beyond)")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="largest dataset upload (the file)")
     max_dataset_rows: int = Field(2_000_000, ge=1, description="largest dataset, in rows (X and X_val together)")
+    max_dataset_bytes: int = Field(
+        MAX_DATASET_BYTES, ge=1024, description="largest dataset as it is trained: every value of X and X_val, "
+        "and of the targets (one column per class for classification), as float32; checked from the .npy "
+        "headers before anything is decoded")
     max_epochs: int = Field(MAX_EPOCHS, ge=1, le=MAX_EPOCHS, description="largest `epochs` of a job")
     max_hidden_layers: int = Field(MAX_HIDDEN_LAYERS, ge=1, le=MAX_HIDDEN_LAYERS, description="most hidden layers")
     max_units: int = Field(MAX_UNITS, ge=1, le=MAX_UNITS, description="widest hidden layer")

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from service.api.auth import BearerAuth
 from service.api.dashboard import install_dashboard
 from service.api.errors import install_error_handlers
+from service.api.head import HeadAsGet
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
 from service.api.streams import JobStreams
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     app = FastAPI(title="Backprop Lab", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BearerAuth)  # added last, so it runs first: no key, no body read
     install_error_handlers(app)
     app.include_router(api_router)

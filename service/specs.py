@@ -491,6 +491,7 @@ class LimitsPublic(BaseModel):
     max_batch_size: int
     max_upload_bytes: int
     max_dataset_rows: int
+    max_dataset_bytes: int
     max_queued_jobs_per_owner: int
     max_predict_rows: int
     max_trials_per_sweep: int

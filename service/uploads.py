@@ -22,7 +22,8 @@ from typing import BinaryIO, Iterator, Literal
 
 import numpy as np
 
-from service.config import Settings
+from service.config import MAX_DATASET_BYTES, Settings
+from service.npy_header import NpyHeaderError, read_npy_header
 from service.specs import DatasetInfo, Task, unstorable_text
 
 MAX_CLASSES = 1000
@@ -34,6 +35,8 @@ CSV_CHUNK_CELLS = 1 << 20  # ~60 MB of Python strings at most before a chunk bec
 MAX_CSV_LINE_BYTES = 4 * 1024 * 1024
 NPZ_ARRAYS = ("X", "y", "X_val", "y_val")
 MAX_CENTRAL_DIRECTORY_BYTES = 64 * 1024  # 4 members need about 300 bytes
+TRAINING_ITEMSIZE = np.dtype(np.float32).itemsize  # the engine trains in float32
+CHECK_CHUNK_CELLS = 1 << 22  # X is checked (and narrowed) in row chunks of ~4M cells: 16 MB temporaries
 FEATURE_KINDS = "biuf"  # bool, signed, unsigned, float
 LABEL_KINDS = "biufU"  # plus unicode strings for class labels
 
@@ -59,10 +62,19 @@ class UploadLimits:
     max_rows: int
     max_classes: int = MAX_CLASSES
     max_compression_ratio: float = MAX_COMPRESSION_RATIO
+    max_trained_bytes: int = MAX_DATASET_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "UploadLimits":
-        return cls(max_bytes=settings.max_upload_bytes, max_rows=settings.max_dataset_rows)
+        return cls(max_bytes=settings.max_upload_bytes, max_rows=settings.max_dataset_rows,
+                   max_trained_bytes=settings.max_dataset_bytes)
+
+    def check_trained_size(self, cells: int, what: str) -> None:
+        """`cells` values of X, X_val and the targets as the engine trains them (float32), against the cap."""
+        size = cells * TRAINING_ITEMSIZE
+        if size > self.max_trained_bytes:
+            raise UploadTooLarge(f"{what}: {cells} values are {size} bytes as float32 for training; the cap is "
+                                 f"{self.max_trained_bytes} bytes (MAX_DATASET_BYTES)")
 
 
 @dataclass
@@ -175,6 +187,7 @@ def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
             raise UploadError("X_val: X_val and y_val come together (give both or neither)")
 
         total = 0
+        shapes: dict[str, tuple[int, ...]] = {}
         for member in members:
             key = member.filename.removesuffix(".npy")
             if member.flag_bits & 0x1:
@@ -187,7 +200,9 @@ def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
             if member.file_size > RATIO_CHECK_FROM_BYTES and ratio > limits.max_compression_ratio:
                 raise UploadError(
                     f"{key}: compression ratio {ratio:.0f}:1 exceeds {limits.max_compression_ratio:.0f}:1")
-            _check_npy_header(archive, member, key, limits)
+            shapes[key] = _check_npy_header(archive, member, key, limits)
+        # before a byte is decoded: the data as it will be trained (an int8 X of 100 MB is 400 MB of float32)
+        limits.check_trained_size(sum(math.prod(shape) for shape in shapes.values()), "X, y (and X_val, y_val)")
 
     try:
         fileobj.seek(0)
@@ -197,22 +212,17 @@ def read_npz(fileobj: BinaryIO, limits: UploadLimits) -> dict[str, np.ndarray]:
         raise UploadError(f"file: could not read the arrays: {exc}") from None
 
 
-def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: str, limits: UploadLimits) -> None:
-    """Reject a member before any array is allocated: dtype, rank, rows, and a forged shape."""
+def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: str,
+                      limits: UploadLimits) -> tuple[int, ...]:
+    """Reject a member before any array is allocated: dtype, rank, rows, and a forged shape. Returns the shape."""
     try:
         with archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-            else:
-                raise UploadError(f"{key}: unsupported .npy format version {version}")
-            header_bytes = stream.tell()
-    except UploadError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, SyntaxError) as exc:
+            header = read_npy_header(stream)
+    except NpyHeaderError as exc:
+        raise UploadError(f"{key}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError) as exc:
         raise UploadError(f"{key}: not a valid .npy array: {exc}") from None
+    shape, dtype, header_bytes = header.shape, header.dtype, header.header_bytes
 
     if dtype.hasobject:
         raise UploadError(f"{key}: object arrays are not accepted")
@@ -237,6 +247,7 @@ def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: st
         raise UploadError(
             f"{key}: the header declares shape {shape} of {dtype} ({declared} bytes) but the member "
             f"holds {member.file_size - header_bytes} bytes of data")
+    return shape
 
 
 # ---------------------------------------------------------------- .csv
@@ -249,24 +260,26 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     """
     reader = csv.reader(_decoded_lines(fileobj))
     try:
-        header = next(reader, None)
+        header = next((row for row in reader if not _is_blank(row)), None)
     except csv.Error as exc:
-        raise UploadError(f"line 1: {exc}") from None
+        raise UploadError(f"line {reader.line_num}: {exc}") from None
     if header is None:
-        raise UploadError("file: the CSV is empty; a header line naming the columns is required")
+        what = "holds only blank lines" if reader.line_num else "is empty"
+        raise UploadError(f"file: the CSV {what}: no header and no rows; a header line naming the columns is required")
+    header_line = reader.line_num
     header = [name.strip() for name in header]
     for position, name in enumerate(header, start=1):
         if not name:
-            raise UploadError(f"line 1: column {position} of the header has no name")
+            raise UploadError(f"line {header_line}: column {position} of the header has no name")
     duplicates = sorted(name for name, count in Counter(header).items() if count > 1)
     if duplicates:
-        raise UploadError(f"line 1: duplicate column names {duplicates}")
+        raise UploadError(f"line {header_line}: duplicate column names {duplicates}")
     if all(_is_number(name) for name in header):
-        raise UploadError("line 1: a header line naming the columns is required; this line holds numbers")
+        raise UploadError(f"line {header_line}: a header line naming the columns is required; this line holds numbers")
     if target not in header:
         raise UploadError(f"target: no column named {target!r}; the header has {header}", field="target")
     if len(header) < 2:
-        raise UploadError("line 1: at least one feature column is needed besides the target")
+        raise UploadError(f"line {header_line}: at least one feature column is needed besides the target")
 
     width = len(header)
     target_at = header.index(target)
@@ -277,6 +290,7 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     pending: list[list[str]] = []
     pending_lines: list[int] = []
     chunk_rows = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // width))
+    max_rows_by_size = limits.max_trained_bytes // (TRAINING_ITEMSIZE * width)  # features and the target
 
     def flush() -> None:
         if pending:
@@ -287,8 +301,8 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
     try:
         for row in reader:
             line = reader.line_num
-            if not row:
-                continue  # blank line
+            if _is_blank(row):
+                continue
             if len(row) != width:
                 raise UploadError(f"line {line}: expected {width} fields as in the header, found {len(row)}")
             label = row[target_at].strip()
@@ -300,6 +314,8 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
             label_lines.append(line)
             if len(labels) > limits.max_rows:
                 raise UploadTooLarge(f"line {line}: more than {limits.max_rows} rows (the cap)")
+            if len(labels) > max_rows_by_size:
+                limits.check_trained_size(len(labels) * width, f"line {line}")
             del row[target_at]
             pending.append(row)
             pending_lines.append(line)
@@ -312,6 +328,10 @@ def read_csv(fileobj: BinaryIO, target: str, limits: UploadLimits) -> dict[str, 
         raise UploadError("file: the CSV has a header but no data rows")
     X = np.concatenate(feature_chunks)
     return {"X": X, "y": _parse_labels(labels, label_lines, target)}
+
+
+def _is_blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())  # an empty or whitespace-only line
 
 
 def _decoded_lines(fileobj: BinaryIO) -> Iterator[str]:
@@ -403,6 +423,10 @@ def build_dataset(arrays: dict[str, np.ndarray], limits: UploadLimits, *, task: 
         raise UploadTooLarge(f"X: {X.shape[0] + val_rows} rows in all exceed the cap of {limits.max_rows}")
 
     task, classes, y, y_val = infer_task(y, y_val, limits, task=task)
+    # the targets as trained: one float32 column per class (one-hot), or per regression output
+    target_columns = len(classes) if task == "classification" else (1 if y.ndim == 1 else y.shape[1])
+    limits.check_trained_size(X.size + (0 if X_val is None else X_val.size) + (X.shape[0] + val_rows) * target_columns,
+                              "X, y (and X_val, y_val)")
     for label in classes:  # stored as JSON text: PostgreSQL holds no NUL
         if isinstance(label, str) and (reason := unstorable_text(label)) is not None:
             raise UploadError(f"y: the class label {label!r} cannot be stored: {reason}")
@@ -426,14 +450,30 @@ def _features(array: np.ndarray, key: str, *, min_rows: int) -> np.ndarray:
         raise UploadError(f"{key}: needs at least {min_rows} rows, got {array.shape[0]}")
     if array.shape[1] < 1:
         raise UploadError(f"{key}: needs at least one feature column")
-    with np.errstate(over="ignore"):  # overflow shows up as inf just below
-        converted = array.astype(np.float32, copy=False)  # a CSV's X is float32 already
-    bad = ~np.isfinite(converted)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise UploadError(
-            f"{key}: row {row}, column {column}: {array[row, column]!r} is not finite (or beyond float32's range)")
-    return converted
+    return stored_features(array, key)
+
+
+def stored_features(array: np.ndarray, key: str) -> np.ndarray:
+    """X as it is stored: in its own dtype when float32 holds every value exactly (bool, 8- and
+    16-bit integers, float16, float32), else converted to float32; finite in float32 either way.
+    Row chunks bound the temporaries, so an upload costs its arrays and at most one float32 copy."""
+    keep = np.can_cast(array.dtype, np.float32, casting="safe")
+    if keep and array.dtype.kind != "f":
+        return array  # bools and small integers: always finite, exact in float32
+    stored = array if keep else np.empty(array.shape, dtype=np.float32)
+    step = max(1, CHECK_CHUNK_CELLS // array.shape[1])
+    for start in range(0, array.shape[0], step):
+        chunk = array[start:start + step]
+        with np.errstate(over="ignore"):  # overflow shows up as inf just below
+            converted = chunk if keep else chunk.astype(np.float32)
+        bad = ~np.isfinite(converted)
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            raise UploadError(f"{key}: row {start + row}, column {column}: {chunk[row, column]!r} is not finite "
+                              "(or beyond float32's range)")
+        if not keep:
+            stored[start:start + len(chunk)] = converted
+    return stored
 
 
 def _targets(array: np.ndarray, key: str, *, rows: int) -> np.ndarray:

@@ -41,6 +41,12 @@ class BearerAuth:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and sum(name == b"authorization" for name, _ in scope["headers"]) > 1:
+            # which one is meant? a proxy and a client may each have added one: refuse, never guess
+            response = JSONResponse({"detail": "the request carries more than one Authorization header; send one"},
+                                    status_code=400)
+            await response(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return

@@ -8,10 +8,12 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.api.deps import OwnerDep, SettingsDep, StoreDep
 from service.api.errors import Message, UploadProblem, error_responses
+from service.api.forms import StrictFormRoute
 from service.specs import DatasetPublic, Task, Text, unstorable_text
 from service.uploads import UploadError, UploadLimits, parse_upload
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401))
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401),
+                   route_class=StrictFormRoute)  # form names and values UTF-8 or 400
 
 
 @router.post(

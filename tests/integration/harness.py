@@ -4,9 +4,20 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from bench.stack import ServiceUnavailable, running_stack, wait_for_job  # noqa: F401 - re-exported
+from bench.stack import ServiceUnavailable, wait_for_job  # noqa: F401 - re-exported
 from bench import stack as _stack
 from tests.utils.db import unavailable
+from tests.utils.no_5xx import scan_api_logs
+
+
+@contextmanager
+def running_stack(workdir, *args, **kwargs) -> Iterator[_stack.Stack]:
+    """bench.stack.running_stack; when it stops, its API log's 5xx answers are reported (tests/utils/no_5xx.py)."""
+    try:
+        with _stack.running_stack(workdir, *args, **kwargs) as stack:
+            yield stack
+    finally:
+        scan_api_logs(workdir)
 
 
 @contextmanager

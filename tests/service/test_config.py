@@ -24,3 +24,10 @@ def test_postgresql_urls_use_the_psycopg3_driver():
 def test_unknown_database_is_refused_naming_the_field():
     with pytest.raises(ValidationError, match="database_url"):
         Settings(database_url="mysql://u@h/db")
+
+
+@pytest.mark.parametrize("field, value", [("max_header_bytes", 512), ("max_header_bytes", 2 * 1024 * 1024),
+                                          ("max_header_count", 0), ("max_header_count", 100_000)])
+def test_header_caps_are_bounded(field, value):
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 
 import numpy as np
@@ -43,3 +44,12 @@ def regression_arrays(rows: int = 30, features: int = 2, seed: int = 0) -> dict[
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(rows, features))
     return {"X": X, "y": np.sin(X[:, 0]) + 0.5}
+
+
+def raw_npy(header: str | bytes, data: bytes = b"", *, version: tuple[int, int] = (1, 0)) -> bytes:
+    """An .npy whose header is exactly `header` (padded to 64 bytes as numpy pads it): for malformed ones."""
+    text = header.encode("latin-1") if isinstance(header, str) else header
+    length_format = "<H" if version[0] == 1 else "<I"
+    prefix = 6 + 2 + struct.calcsize(length_format)
+    text += b" " * (-(prefix + len(text) + 1) % 64) + b"\n"
+    return b"\x93NUMPY" + bytes(version) + struct.pack(length_format, len(text)) + text + data

@@ -53,8 +53,8 @@ def test_limits_endpoint_reports_the_live_caps(make_api):
     limits = api.client.get("/v1/limits").json()
     assert limits == {"max_epochs": 40, "max_hidden_layers": MAX_HIDDEN_LAYERS, "max_units": MAX_UNITS,
                       "max_parameters": MAX_PARAMETERS, "max_batch_size": MAX_BATCH_SIZE,
-                      "max_upload_bytes": 5000, "max_dataset_rows": 2_000_000, "max_queued_jobs_per_owner": 3,
-                      "max_predict_rows": 10_000, "max_trials_per_sweep": MAX_TRIALS,
+                      "max_upload_bytes": 5000, "max_dataset_rows": 2_000_000, "max_dataset_bytes": 200 * 1024 * 1024,
+                      "max_queued_jobs_per_owner": 3, "max_predict_rows": 10_000, "max_trials_per_sweep": MAX_TRIALS,
                       "max_concurrent_trials_per_owner": 8}
 
 
