@@ -111,6 +111,8 @@ class JobRow(Base):
     model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_card: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # service.specs.ModelCard (0004)
+    # cross-validated jobs: service.specs.CrossValidationSummary, updated as folds finish (0005)
+    cross_validation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -155,8 +157,13 @@ class EpochMetricsRow(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)  # lets a resume recompute the best epoch
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # cross-validated jobs (0005): the training (0..k-1, k for the refit) and the epoch within it;
+    # `epoch` stays job-wide, so (job_id, epoch) is unique across folds too
+    fold: Mapped[int | None] = mapped_column(Integer)
+    fold_epoch: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),
+                      Index("ix_epoch_metrics_job_fold", "job_id", "fold", "epoch"))  # GET .../history?fold=
 
 
 class CheckpointRow(Base):
