@@ -8,7 +8,9 @@ stderr from the job's event stream and exit with the job's outcome:
     0  succeeded       3  failed       4  cancelled
     1  the request failed (the server's message is printed)     2  a usage error
 
-`jobs download` writes the model to --out/-O PATH (default ./model-<id>.npz); -o stays the output format.
+`jobs download` writes the model to --out/-O PATH (default ./model-<id>.npz; --part encoder: an
+autoencoder's encoder, ./encoder-<id>.npz); -o stays the output format. `jobs history --fold K`
+shows one fold of a cross-validated job.
 """
 from __future__ import annotations
 
@@ -60,6 +62,13 @@ def _output(value: str) -> str:
 
 
 Output = Annotated[str, typer.Option("--output", "-o", callback=_output, help="table or json (on stdout)")]
+PARTS = ("model", "encoder")  # GET /v1/jobs/{id}/model?part=
+
+
+def _part(value: str) -> str:
+    if value not in PARTS:
+        raise typer.BadParameter(f"{value!r} is not a part: use model or encoder")
+    return value
 
 
 def client_command(app: typer.Typer, name: str, help: str):
@@ -232,18 +241,22 @@ def jobs_show(bp: Client, job_id: Annotated[str, typer.Argument(metavar="ID")], 
 @client_command(jobs_app, "history", "every epoch's metrics (--csv: the server's CSV)")
 def jobs_history(bp: Client, job_id: Annotated[str, typer.Argument(metavar="ID")],
                  csv: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+                 fold: Annotated[Optional[int], typer.Option("--fold", min=0, help="a cross-validated job: only "
+                                                             "this fold's epochs (the folds' count: the refit)")] = None,
                  output: Output = "table") -> None:
     if csv:
-        sys.stdout.write(bp.history_csv(job_id))
+        sys.stdout.write(bp.history_csv(job_id, fold=fold))
         return
-    history = bp.history(job_id)
+    history = bp.history(job_id, fold=fold)
     if output == "json":
         return emit(history)
-    columns = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2", "val_mae", "lr", "seconds")
+    columns = ("epoch", "fold", "fold_epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2",
+               "val_mae", "lr", "seconds")
+    counters = ("epoch", "fold", "fold_epoch")
     shown = [c for c in columns if c == "epoch" or any(getattr(e, c) is not None for e in history.epochs)]
     table = Table(*(c.upper() for c in shown), box=None)
     for epoch in history.epochs:
-        table.add_row(*(str(epoch.epoch) if c == "epoch" else _number(getattr(epoch, c)) for c in shown))
+        table.add_row(*(str(getattr(epoch, c)) if c in counters else _number(getattr(epoch, c)) for c in shown))
     stdout.print(table)
 
 
@@ -257,9 +270,12 @@ def jobs_cancel(bp: Client, job_id: Annotated[str, typer.Argument(metavar="ID")]
 @client_command(jobs_app, "download", "download the job's model (sha256 checked)")
 def jobs_download(bp: Client, job_id: Annotated[str, typer.Argument(metavar="ID")],
                   out: Annotated[Optional[Path], typer.Option("--out", "-O", help="file or folder "
-                                                              "(default: ./model-<id>.npz)")] = None,
+                                                              "(default: ./<part>-<id>.npz)")] = None,
+                  part: Annotated[str, typer.Option("--part", callback=_part, help="model, or encoder: an "
+                                                    "autoencoder's layers up to its narrowest, as their own "
+                                                    "model file")] = "model",
                   output: Output = "table") -> None:
-    saved = bp.download_model(job_id, out)
+    saved = bp.download_model(job_id, out, part=part)
     if output == "json":
         return emit({"path": str(saved.path), "sha256": saved.sha256, "size_bytes": saved.size_bytes})
     stdout.print(f"saved {saved.path} ({saved.size_bytes} bytes, sha256 {saved.sha256} verified)", markup=False)
