@@ -625,15 +625,20 @@ class TransferSource:
 
     input_size: int
     hidden: tuple[tuple[int, bool], ...]
+    standardized: bool = False  # its inputs were standardized: the target's are, with its mean/std
 
     @classmethod
     def of(cls, spec: JobSpec, info: DatasetInfo) -> "TransferSource":
-        return cls(info.features, tuple((layer.units, layer.batch_norm) for layer in spec.model.hidden_layers))
+        return cls(info.features, tuple((layer.units, layer.batch_norm) for layer in spec.model.hidden_layers),
+                   spec.dataset.standardize)
 
 
 def check_transfer(spec: JobSpec, info: DatasetInfo, source: TransferSource) -> None:
     """SpecMismatch naming the first `init_from.layers` entry the source cannot fill (the engine's
     own shape check, worker.nn.check_layer_shapes, run on shapes alone)."""
+    if source.standardized and not spec.dataset.standardize:
+        raise SpecMismatch(("dataset", "standardize"), "the source job standardized its inputs, and its layers "
+                           "expect inputs scaled its way: keep standardize true (its mean and std are used)")
     hidden = [(layer.units, layer.batch_norm) for layer in spec.model.hidden_layers]
     source_meta = {"input_size": source.input_size, "loss": None,
                    "layers": [{"units": units, "batch_norm": bn} for units, bn in source.hidden]}

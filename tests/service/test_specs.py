@@ -173,6 +173,11 @@ def test_check_transfer_names_the_layer_whose_shape_differs():
     batch_norm = TransferSource(input_size=4, hidden=((64, True),))
     bn = pytest.raises(SpecMismatch, check_transfer, only_first, THREE_CLASSES, batch_norm).value
     assert "batch norm" in bn.message
+    standardized = TransferSource(input_size=4, hidden=((64, False),), standardized=True)
+    raw = only_first.model_copy(update={"dataset": only_first.dataset.model_copy(update={"standardize": False})})
+    assert pytest.raises(SpecMismatch, check_transfer, raw, THREE_CLASSES, standardized).value.loc \
+        == ("dataset", "standardize")
+    check_transfer(only_first, THREE_CLASSES, standardized)
     shallow = TransferSource(input_size=4, hidden=((64, False),))
     assert pytest.raises(SpecMismatch, check_transfer, mine, THREE_CLASSES, shallow).value.loc \
         == ("init_from", "layers", 1)
