@@ -67,7 +67,7 @@ def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (defa
             port: Annotated[Optional[int], typer.Option(help="bind port (default: PORT, 8000)")] = None,
             workers: Annotated[Optional[int], typer.Option(
                 help="API processes sharing the port (default: API_WORKERS, 1)")] = None) -> None:
-    import uvicorn
+    from service.serving import serve
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
@@ -88,10 +88,10 @@ def run_api(host: Annotated[Optional[str], typer.Option(help="bind address (defa
     if workers < 1:
         log.error("--workers must be at least 1")
         raise typer.Exit(2)
-    # each process builds its own app (engines, pools, the broker client) from the factory:
-    # uvicorn starts its workers fresh (spawn), so nothing is shared across processes
-    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, log_level="info",
-                workers=workers if workers > 1 else None, timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS)
+    # each process builds its own app (engines, pools, the broker client) from the factory, fresh
+    # (spawn), and listens on its own SO_REUSEPORT socket, so connections spread (service/serving.py)
+    serve("service.main:create_app", host=host, port=port, workers=workers, log_level="info",
+          timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS)
 
 
 def worker_argv(settings: Settings, *, concurrency: int | None = None, loglevel: str = "INFO",
