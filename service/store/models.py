@@ -158,12 +158,14 @@ class EpochMetricsRow(Base):
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)  # lets a resume recompute the best epoch
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # cross-validated jobs (0005): the training (0..k-1, k for the refit) and the epoch within it;
-    # `epoch` stays job-wide, so (job_id, epoch) is unique across folds too
+    # `epoch` stays job-wide, so (job_id, epoch) is unique across folds too. Other jobs: both NULL
+    # (NULLs are distinct in a unique constraint on both databases, so they never collide)
     fold: Mapped[int | None] = mapped_column(Integer)
     fold_epoch: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),
-                      Index("ix_epoch_metrics_job_fold", "job_id", "fold", "epoch"))  # GET .../history?fold=
+                      # one row per epoch of a fold; its index serves GET .../history?fold=
+                      UniqueConstraint("job_id", "fold", "fold_epoch", name="uq_epoch_metrics_job_fold_epoch"))
 
 
 class CheckpointRow(Base):

@@ -16,19 +16,22 @@ depends_on = None
 JSON_TYPE = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 
-# plain ALTER TABLE on both databases, as 0004: nullable columns, existing rows (jobs without
-# cross-validation) keep NULL
+# nullable columns, existing rows (jobs without cross-validation) keep NULL; the unique constraint
+# goes through batch mode, which copies the table on SQLite (its ALTER TABLE cannot add one) and is
+# a plain ALTER TABLE on PostgreSQL
 
 
 def upgrade() -> None:
-    op.add_column('epoch_metrics', sa.Column('fold', sa.Integer(), nullable=True))
-    op.add_column('epoch_metrics', sa.Column('fold_epoch', sa.Integer(), nullable=True))
-    op.create_index('ix_epoch_metrics_job_fold', 'epoch_metrics', ['job_id', 'fold', 'epoch'])
+    with op.batch_alter_table('epoch_metrics') as batch:
+        batch.add_column(sa.Column('fold', sa.Integer(), nullable=True))
+        batch.add_column(sa.Column('fold_epoch', sa.Integer(), nullable=True))
+        batch.create_unique_constraint('uq_epoch_metrics_job_fold_epoch', ['job_id', 'fold', 'fold_epoch'])
     op.add_column('jobs', sa.Column('cross_validation', JSON_TYPE, nullable=True))
 
 
 def downgrade() -> None:
     op.drop_column('jobs', 'cross_validation')
-    op.drop_index('ix_epoch_metrics_job_fold', table_name='epoch_metrics')
-    op.drop_column('epoch_metrics', 'fold_epoch')
-    op.drop_column('epoch_metrics', 'fold')
+    with op.batch_alter_table('epoch_metrics') as batch:
+        batch.drop_constraint('uq_epoch_metrics_job_fold_epoch', type_='unique')
+        batch.drop_column('fold_epoch')
+        batch.drop_column('fold')
