@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
 
 from service.client import Client
-from tests.integration.harness import running_stack
+from tests.integration.harness import running_stack, wait_for_job
+from tests.integration.test_reliability import (
+    SLOW_EPOCHS, TERMINAL, claims, epochs_of, model_arrays, start_stack, wait_for_progress, worker_log,
+)
 from worker.nn import load_model
 
 pytestmark = pytest.mark.integration
@@ -83,3 +88,35 @@ def test_an_autoencoder_a_transfer_from_it_and_a_cross_validated_job(stack, tmp_
     refused = cli(stack, "jobs", "download", folds.id, "--part", "encoder")
     assert refused.returncode == 1 and "only an autoencoder job has an encoder part" in refused.stderr
     assert cli(stack, "jobs", "download", autoencoder.id, "--part", "decoder").returncode == 2
+
+
+@pytest.mark.timeout(180)
+def test_a_cross_validated_job_killed_inside_a_fold_ends_as_an_uninterrupted_run(tmp_path):
+    """3 folds of 6 epochs, then the refit: the worker is killed (SIGKILL, whole process group) in
+    fold 1 (epochs 7-12); the next worker resumes from the latest checkpoint (every 2 epochs)."""
+    spec = {"name": "cv-crash", "dataset": {"builtin": "digits"}, "epochs": 6, "seed": 7,
+            "cross_validation": {"folds": 3}, "checkpoint": {"every_epochs": 2}, **SLOW_EPOCHS}
+    with ExitStack() as resources:
+        stack = start_stack("embedded", tmp_path, resources)
+        client = resources.enter_context(stack.client())
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        at_kill = wait_for_progress(client, job_id, 9)
+        stack.stop("worker0", signal.SIGKILL)
+        assert at_kill["status"] == "running", at_kill
+        stack.start_worker("worker1")
+        done = wait_for_job(client, job_id, TERMINAL, timeout=120, stack=stack)
+        assert (done["status"], done["attempt"]) == ("succeeded", 2), done
+        [resumed_after] = claims(worker_log(stack, "worker1"), job_id)
+        assert 8 <= resumed_after, resumed_after  # inside fold 1 or later, never from scratch
+
+        reference_id = client.post("/v1/jobs", json={**spec, "name": "reference"}).json()["id"]
+        reference = wait_for_job(client, reference_id, TERMINAL, timeout=120, stack=stack)
+        assert reference["status"] == "succeeded" and reference["attempt"] == 1, reference
+        assert done["cross_validation"] == reference["cross_validation"]
+        for resumed_row, reference_row in zip(epochs_of(client, job_id), epochs_of(client, reference_id), strict=True):
+            resumed_row.pop("seconds"), reference_row.pop("seconds")
+            assert resumed_row == reference_row
+        resumed, uninterrupted = model_arrays(client, job_id), model_arrays(client, reference_id)
+        assert resumed.keys() == uninterrupted.keys()
+        for key in uninterrupted:
+            np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
