@@ -115,6 +115,19 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
+def folds_line(job: JobPublic) -> str | None:
+    """A cross-validated job's estimate: `3 folds, val_acc 0.9533 ± 0.0189` (folds done so far until then)."""
+    summary = job.cross_validation
+    if summary is None:
+        return None
+    if summary.mean is None:
+        return f"{len(summary.folds)} of {job.spec.cross_validation.folds} folds done"
+    name = "val_accuracy" if "val_accuracy" in summary.mean else "val_loss"
+    label = "val_acc" if name == "val_accuracy" else name
+    return (f"{len(summary.folds)} folds, {label} {_number(summary.mean.get(name))} ± {_number(summary.std.get(name))}, "
+            f"refit {summary.refit_epochs} epochs")
+
+
 def best_metric(job: JobPublic) -> str:
     best = job.best_metrics
     if best is None:
@@ -231,6 +244,7 @@ def jobs_show(bp: Client, job_id: Annotated[str, typer.Argument(metavar="ID")], 
                        ("stop reason", job.stop_reason), ("error", job.error),
                        ("progress", f"{job.progress.epoch}/{job.progress.epochs}"),
                        ("best epoch", job.best_epoch), ("best", best_metric(job)),
+                       ("cross-validation", folds_line(job)),
                        ("dataset", job.dataset_id), ("attempt", job.attempt),
                        ("created", job.created_at), ("started", job.started_at), ("finished", job.finished_at),
                        ("spec", json.dumps(job.spec.model_dump(mode="json", exclude_defaults=True)))):

@@ -431,7 +431,8 @@ class PredictRequest(Spec):
 
 class PredictResponse(BaseModel):
     outputs: list[list[float]] = Field(description="the output layer per row: softmax probabilities, "
-                                       "the sigmoid's P(labels[1]), or the regression values")
+                                       "the sigmoid's P(labels[1]), the regression values, or an autoencoder's "
+                                       "reconstruction in the inputs' own units")
     classes: list[str | int | float | bool] | None = Field(
         None, description="classifiers: each row's predicted label (Model.predict)")
     probabilities: list[list[float]] | None = Field(

@@ -79,6 +79,9 @@ def test_an_autoencoder_a_transfer_from_it_and_a_cross_validated_job(stack, tmp_
     assert [row["fold_epoch"] for row in json.loads(shown.stdout)["epochs"]] == [1, 2, 3]
     table = cli(stack, "jobs", "history", folds.id, "--fold", "3")
     assert table.returncode == 0 and "FOLD_EPOCH" in table.stdout
+    shown = cli(stack, "jobs", "show", folds.id).stdout
+    mean, std = summary.mean["val_accuracy"], summary.std["val_accuracy"]
+    assert f"3 folds, val_acc {mean:.4g} ± {std:.4g}, refit {summary.refit_epochs} epochs" in shown
     (tmp_path / "cli").mkdir()
     saved = cli(stack, "jobs", "download", autoencoder.id, "--part", "encoder", "-O", str(tmp_path / "cli"), "-o",
                 "json")
