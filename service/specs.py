@@ -6,11 +6,13 @@ depend on the data (loss, output activation), so what is stored is explicit.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from worker.nn import check_layer_shapes, layer_shapes_from_meta
 from worker.nn import names as engine  # the engine's registries: the one source of these names
@@ -45,10 +47,36 @@ TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
 BUILTIN_PREFIX = "builtin:"  # a built-in dataset's id is BUILTIN_PREFIX + its name
 
 
+# NUL (PostgreSQL text cannot hold it) and lone surrogates (not encodable as UTF-8): JSON can
+# escape both ("\u0000", "\ud800"), no stored or echoed text may hold them
+UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why `value` cannot be stored or echoed (naming the character and where it is), or None."""
+    found = UNSTORABLE_CHARACTER.search(value)
+    if found is None:
+        return None
+    return (f"text must be Unicode without NUL or lone surrogates: found U+{ord(found.group()):04X} "
+            f"at position {found.start()}")
+
+
+def storable_text(value: str) -> str:
+    """`value` unchanged, or a 422 `text_unstorable`."""
+    reason = unstorable_text(value)
+    if reason is not None:
+        raise PydanticCustomError("text_unstorable", reason)
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable_text)]  # every string of the contract's input models
+
+
 class Spec(BaseModel):
     # strict: a value must have the schema's type (no "5" or true for an integer, no 0 or "yes"
-    # for a boolean); an integer still passes for a number
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # for a boolean); an integer still passes for a number. allow_inf_nan=False: every number is
+    # finite (JSON's NaN/Infinity, or 1e400 read as inf, answer 422 `finite_number`)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- job spec
@@ -56,7 +84,7 @@ class Spec(BaseModel):
 
 class DatasetSpec(Spec):
     builtin: BuiltinName | None = Field(None, examples=["digits"])
-    id: str | None = Field(None, description="id of an uploaded dataset", examples=[None])
+    id: Text | None = Field(None, description="id of an uploaded dataset", examples=[None])
     validation_split: float = Field(
         0.2, ge=0.0, lt=1.0,
         description="fraction held out for validation when the dataset has no X_val/y_val "
@@ -197,7 +225,7 @@ class CheckpointSpec(Spec):
 class InitFromSpec(Spec):
     """Transfer learning: start hidden layers from another succeeded job of the same owner."""
 
-    job_id: str = Field(min_length=1, max_length=64, description="the source job (succeeded, yours)")
+    job_id: Text = Field(min_length=1, max_length=64, description="the source job (succeeded, yours)")
     layers: list[Annotated[int, Field(ge=0, lt=MAX_HIDDEN_LAYERS)]] = Field(
         min_length=1, max_length=MAX_HIDDEN_LAYERS, examples=[[0, 1]],
         description="hidden layer indexes (0-based) copied from the source: weights, biases and batch-norm "
@@ -213,8 +241,7 @@ class CrossValidationSpec(Spec):
 
 class JobSpec(Spec):
     model_config = ConfigDict(
-        extra="forbid", strict=True,
-        json_schema_extra={
+        json_schema_extra={  # merged with Spec's model_config
             "examples": [{
                 "name": "digits-mlp", "tags": ["demo"],
                 "dataset": {"builtin": "digits", "validation_split": 0.2, "standardize": True},
@@ -226,8 +253,8 @@ class JobSpec(Spec):
         },
     )
 
-    name: str = Field("", max_length=200, examples=["digits-mlp"])
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    name: Text = Field("", max_length=200, examples=["digits-mlp"])
+    tags: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=MAX_TAGS, examples=[["demo"]])
     dataset: DatasetSpec
     task: JobTask | None = Field(

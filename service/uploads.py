@@ -23,7 +23,7 @@ from typing import BinaryIO, Iterator, Literal
 import numpy as np
 
 from service.config import Settings
-from service.specs import DatasetInfo, Task
+from service.specs import DatasetInfo, Task, unstorable_text
 
 MAX_CLASSES = 1000
 MAX_COMPRESSION_RATIO = 100.0
@@ -403,6 +403,9 @@ def build_dataset(arrays: dict[str, np.ndarray], limits: UploadLimits, *, task: 
         raise UploadTooLarge(f"X: {X.shape[0] + val_rows} rows in all exceed the cap of {limits.max_rows}")
 
     task, classes, y, y_val = infer_task(y, y_val, limits, task=task)
+    for label in classes:  # stored as JSON text: PostgreSQL holds no NUL
+        if isinstance(label, str) and (reason := unstorable_text(label)) is not None:
+            raise UploadError(f"y: the class label {label!r} cannot be stored: {reason}")
     info = DatasetInfo(
         rows=X.shape[0], features=X.shape[1], task=task, classes=classes,
         outputs=1 if (task == "classification" or y.ndim == 1) else y.shape[1],

@@ -216,7 +216,10 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
         run = Trainer(config, data.X, y, X_val=data.X_val, y_val=y_val, transfer=transfer)
     if claim.resume_checkpoint is not None:
         with store.artifacts.local_copy(claim.resume_checkpoint) as path:
-            run.load_checkpoint(path)
+            if isinstance(run, CrossValidation):  # it keeps what it reports of each fold in its own state
+                run.load_checkpoint(path)
+            else:  # the checkpoint holds no history (O(model) whatever the epoch): the epoch rows are it
+                run.load_checkpoint(path, stored_history(store, claim))
         if epochs_done(run) != claim.resume_epoch:
             raise RuntimeError(f"checkpoint holds epoch {epochs_done(run)}, the job's history ends at {claim.resume_epoch}")
     every = spec.checkpoint.every_epochs
@@ -261,6 +264,14 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
     if model is not None:  # the card travels in the file's meta and onto the job (issue 9)
         model.meta["card"] = model_card(claim, data).model_dump(mode="json")
     return outcome, best_epoch, model
+
+
+def stored_history(store: Store, claim) -> list[dict]:
+    """The job's epochs up to the resumed checkpoint, as the engine's history entries."""
+    fields, rows = store.history_rows(claim.job_id)
+    engine_fields = [name for name in fields if name not in ("fold", "fold_epoch")]  # the service's own columns
+    history = [{name: value for name, value in zip(fields, row) if name in engine_fields} for row in rows]
+    return [entry for entry in history if entry["epoch"] <= claim.resume_epoch]
 
 
 def epochs_done(run) -> int:

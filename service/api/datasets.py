@@ -8,8 +8,8 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from service.api.deps import OwnerDep, SettingsDep, StoreDep
 from service.api.errors import Message, UploadProblem, error_responses
-from service.specs import DatasetPublic, Task
-from service.uploads import UploadLimits, parse_upload
+from service.specs import DatasetPublic, Task, Text, unstorable_text
+from service.uploads import UploadError, UploadLimits, parse_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401))
 
@@ -28,14 +28,16 @@ def upload_dataset(
     response: Response,
     file: Annotated[UploadFile, File(description=".npz with X, y (optional X_val, y_val), or .csv with a header")],
     # optional, but a string when given: a form field cannot carry a null, so the schema offers none
-    target: Annotated[str, Form(description=".csv only: the label column's name", examples=["label"])] = None,
-    name: Annotated[str, Form(max_length=200, description="default: the file name without extension")] = None,
+    target: Annotated[Text, Form(description=".csv only: the label column's name", examples=["label"])] = None,
+    name: Annotated[Text, Form(max_length=200, description="default: the file name without extension")] = None,
     task: Annotated[Task, Form(description="override the inferred task")] = None,
 ) -> DatasetPublic:
     """Validate the whole upload first; nothing is stored unless it is accepted."""
+    dataset_name = name or PurePath(file.filename or "dataset").stem
+    if (reason := unstorable_text(dataset_name)) is not None:
+        raise UploadError(f"file: the file name cannot name the dataset ({reason}); give a `name`")
     parsed = parse_upload(file.file, filename=file.filename, target=target, task=task,
                           limits=UploadLimits.from_settings(settings))
-    dataset_name = name or PurePath(file.filename or "dataset").stem
     dataset = store.create_dataset(owner=owner, name=dataset_name, info=parsed.info, arrays=parsed.arrays)
     response.headers["Location"] = router.url_path_for("get_dataset", dataset_id=dataset.id)
     return dataset

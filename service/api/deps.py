@@ -18,6 +18,7 @@ from service.api.openapi import query_parameters
 from service.config import Settings
 from service.events import JobEvents
 from service.queue import Enqueuer
+from service.specs import unstorable_text
 from service.store import Store
 
 # Declares the scheme in OpenAPI; service.api.auth.BearerAuth has already checked the token.
@@ -56,9 +57,16 @@ async def get_owner(request: Request,
 
 async def strict_query(request: Request) -> None:
     """Refuse unknown and repeated query parameters (422): `?stauts=queued` silently ignored, or
-    the last of `?status=queued&status=failed` silently taken, would answer another question."""
+    the last of `?status=queued&status=failed` silently taken, would answer another question.
+    Path and query text holding NUL is refused too (422 `text_unstorable`): no id or name holds one,
+    and PostgreSQL cannot even compare with it."""
     known = query_parameters(request.app, request.method, request.url.path)
     errors = []
+    for where, items in (("path", request.path_params.items()), ("query", request.query_params.multi_items())):
+        for key, value in items:
+            reason = unstorable_text(str(value))
+            if reason is not None:
+                errors.append({"type": "text_unstorable", "loc": (where, key), "msg": reason, "input": value})
     for key in dict.fromkeys(request.query_params.keys()):
         values = request.query_params.getlist(key)
         if known is not None and key not in known:

@@ -1,14 +1,22 @@
 """Domain errors to HTTP: NotFound 404, Conflict 409, QueueFull 429, SpecMismatch (LimitExceeded)
 and InvalidCursor 422 (in FastAPI's own 422 shape), UploadError 400/413.
 
+Every 422 body encodes, whatever the input it echoes: `encodable` writes a non-finite number as
+the JSON token the caller sent ("NaN", "Infinity", "-Infinity"), a lone surrogate as U+FFFD, and
+anything nested deeper than MAX_ECHO_DEPTH as "…".
+
 The response models below document those bodies in OpenAPI (`responses=` of each route)."""
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +27,10 @@ from service.store import ArtifactError, Conflict, InvalidCursor, NotFound, Queu
 from service.uploads import UploadError
 
 log = logging.getLogger(__name__)
+
+MAX_ECHO_DEPTH = 32  # nesting of an echoed input kept in a 422 body; deeper parts become "…"
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+NON_FINITE_TOKENS = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 class Message(BaseModel):
@@ -47,7 +59,29 @@ def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict
             for status in statuses}
 
 
+def encodable(value: Any, depth: int = 0) -> Any:
+    """`value` as something JSON (and UTF-8) can always hold; see the module's docstring."""
+    if depth > MAX_ECHO_DEPTH:
+        return "…"
+    if isinstance(value, str):
+        return LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE_TOKENS.get(value, "NaN")
+    if isinstance(value, dict):
+        return {encodable(str(key), depth + 1): encodable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encodable(item, depth + 1) for item in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, BaseModel):
+        return encodable(jsonable_encoder(value), depth + 1)
+    return encodable(str(value), depth)  # an exception in `ctx`, a Decimal, ...
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(QueueFull, _queue_full)
@@ -66,6 +100,10 @@ async def _http_exception(request: Request, error: StarletteHTTPException):
         if allowed:
             error.headers = {**(error.headers or {}), "Allow": ", ".join(allowed)}
     return await http_exception_handler(request, error)
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": encodable(error.errors())}, status_code=422)
 
 
 async def _not_found(request: Request, error: NotFound) -> JSONResponse:
@@ -102,5 +140,5 @@ async def _upload_error(request: Request, error: UploadError) -> JSONResponse:
 async def _invalid_cursor(request: Request, error: InvalidCursor) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": [{
         "type": "invalid_cursor", "loc": ["query", "cursor"], "msg": str(error),
-        "input": request.query_params.get("cursor"),
+        "input": encodable(request.query_params.get("cursor")),
     }]})

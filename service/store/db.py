@@ -7,6 +7,7 @@ with BEGIN IMMEDIATE: they take the write lock up front and wait for it, instead
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def standard_json(value) -> str:
+    """What JSON columns store: standard JSON only. A NaN or infinity raises (ValueError) rather
+    than being written as a token other readers refuse or read back as null."""
+    return json.dumps(value, allow_nan=False)
+
 _IMMEDIATE = "backprop_sqlite_immediate"  # execution option read by the "begin" listener
 
 
@@ -30,12 +38,13 @@ def sqlite_file(url: str) -> Path | None:
 def make_engine(database_url: str) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_serializer=standard_json)
 
     path = sqlite_file(database_url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                           json_serializer=standard_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:

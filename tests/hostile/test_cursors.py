@@ -72,7 +72,8 @@ def test_forged_metric_cursors_answer_422(listed, label, cursor):
     assert_invalid_cursor(response, cursor)
 
 
-@pytest.mark.parametrize("raw", ["%ED%A0%80", "%FF%FE", "%00", "e30%0A", "%E2%80%AE" * 10])
+# a NUL in any parameter answers text_unstorable first (tests/hostile/test_error_bodies.py)
+@pytest.mark.parametrize("raw", ["%ED%A0%80", "%FF%FE", "e30%0A", "%E2%80%AE" * 10])
 def test_undecodable_and_control_characters_answer_422(listed, raw):
     response = listed.client.get(f"/v1/jobs?limit=2&cursor={raw}")
     assert response.status_code == 422, response.text

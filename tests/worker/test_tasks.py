@@ -280,6 +280,57 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(store, clock, monkeypa
     assert_resumed_equals_straight(store, job.id, straight.id, attempt=2, from_epoch=4)
 
 
+def test_a_late_resume_restores_the_history_from_the_epoch_rows_and_stays_exact(store, clock, monkeypatch):
+    # early stopping (restoring the best weights) and reduce-on-plateau both active; the crash comes
+    # late, long after the best epoch, so their state must come back from the O(model) checkpoint
+    options = dict(builtin="iris", epochs=40, batch_size=16, checkpoint={"every_epochs": 3, "keep_last": 1},
+                   model={"hidden_layers": [{"units": 6, "batch_norm": True}]},
+                   optimizer={"name": "adam", "learning_rate": 0.05},
+                   lr_schedule={"name": "reduce_on_plateau", "patience": 2, "factor": 0.5, "min_delta": 1e-3},
+                   early_stopping={"patience": 35, "min_delta": 0.05, "restore_best_weights": True})
+    straight = create_job(store, **options)
+    assert run(store, straight.id) == "succeeded"
+    straight_done = store.get_job(straight.id)
+    assert straight_done.best_epoch < 30 and straight_done.progress.epoch == 40
+
+    job = create_job(store, **options)
+    record = store.record_epoch
+
+    def crash_at_epoch_38(job_id, worker_id, metrics, **kwargs):
+        if metrics.epoch == 38:
+            raise Crash
+        return record(job_id, worker_id, metrics, **kwargs)
+
+    monkeypatch.setattr(store, "record_epoch", crash_at_epoch_38)
+    with pytest.raises(Crash):
+        run(store, job.id)
+    monkeypatch.setattr(store, "record_epoch", record)
+    [checkpoint] = store.list_checkpoints(job.id)[-1:]
+    with store.artifacts.open(store.checkpoint_key(job.id, checkpoint.epoch)) as handle, \
+            np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
+        assert "history" not in json.loads(str(data["meta"]))
+
+    given = []
+    load_checkpoint = training.Trainer.load_checkpoint
+
+    def remember_history(self, path, history=None):
+        given.append(history)
+        return load_checkpoint(self, path, history)
+    monkeypatch.setattr(training.Trainer, "load_checkpoint", remember_history)
+    clock.advance(LEASE + 1)
+    assert run(store, job.id, worker="w2") == "succeeded"
+    [history] = given
+    assert [entry["epoch"] for entry in history] == list(range(1, 37))  # the rows up to the checkpoint
+    assert history == [row.model_dump() for row in store.history(job.id)[:36]]
+
+    done = store.get_job(job.id)
+    assert (done.best_epoch, done.stop_reason) == (straight_done.best_epoch, straight_done.stop_reason)
+    assert [row.model_dump(exclude={"seconds"}) for row in store.history(job.id)] == \
+        [row.model_dump(exclude={"seconds"}) for row in store.history(straight.id)]
+    assert len({row.lr for row in store.history(job.id)}) > 1  # the plateau schedule acted
+    assert_resumed_equals_straight(store, job.id, straight.id, attempt=2, from_epoch=36)
+
+
 def test_train_config_maps_every_section():
     spec = job_spec(
         "iris", epochs=7, batch_size=8, seed=5, l2=0.01, clip_norm=1.5,

@@ -2,7 +2,9 @@
 
 `Trainer.state_dict()` holds everything the next epoch depends on (weights, batch-norm
 statistics, optimizer slots and step, schedule and early-stopping state, the RNG's bit-generator
-state, epoch and history), so a checkpoint written after epoch k resumes bit for bit.
+state, the epoch and the metrics of the best epoch so far), so a checkpoint written after epoch k
+resumes bit for bit. Its size is O(model), whatever the epoch: the per-epoch history is not in it
+(whoever keeps the history, as the service's database does, passes it back to `load_checkpoint`).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from .schedules import make_schedule
 from .transfer import Transfer
 
 CHECKPOINT_FORMAT = "backprop-lab-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 1 held the whole history; still read
+READABLE_VERSIONS = (1, 2)
 EVAL_ROWS = 4096  # rows per forward pass when evaluating; bounds evaluation buffers
 MAX_STEP_LOSS = 1e30  # a batch loss beyond this is treated as divergence before it overflows
 
@@ -64,7 +67,8 @@ class Trainer:
         self.best_tracker = BestTracker("val_loss" if self.has_validation else "train_loss")
         self._check_monitors()
         self.epoch = 0
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # {"epoch": e, **metrics}: every epoch, or those since an unaided resume
+        self._best_entries: list[dict] = []  # the history entries of the epochs best so far (at most two)
 
     def __repr__(self):
         return f"Trainer({self.network!r}, epoch={self.epoch}/{self.config.epochs})"
@@ -96,7 +100,7 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "rows": [int(self.data.X.shape[0]), 0 if self.data.X_val is None else int(self.data.X_val.shape[0])],
             "epoch": self.epoch,
-            "history": self.history,
+            "best_entries": self._best_entries,
             "optimizer": opt_scalars,
             "schedule": self.schedule.state_dict(),
             "best_tracker": self.best_tracker.state_dict(),
@@ -110,8 +114,11 @@ class Trainer:
             arrays.update(with_prefix("input", {"mean": self.data.mean, "std": self.data.std}))
         return arrays, meta
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != CHECKPOINT_VERSION:
+    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict, history: list[dict] | None = None) -> None:
+        """Restore a state_dict. `history`: the entries of epochs 1..k the caller kept (FitResult
+        .history then covers every epoch); without it, the history restarts empty at the resume
+        (training, best epoch and best metrics are the same either way)."""
+        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
             raise ValueError("checkpoint: not a checkpoint of this engine version")
         mine = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as stored: tuples become lists
         theirs = meta["config"]
@@ -140,7 +147,13 @@ class Trainer:
             self.early_stopping.load_state_dict(strip_prefix("early_stopping", arrays), meta["early_stopping"])
         self.rng.bit_generator.state = meta["rng"]
         self.epoch = int(meta["epoch"])
-        self.history = [dict(h) for h in meta["history"]]
+        if history is None and "history" in meta:  # format 1 carried it
+            history = meta["history"]
+        if history is not None and [h.get("epoch") for h in history] != list(range(1, self.epoch + 1)):
+            raise ValueError(f"checkpoint: the history given does not hold epochs 1..{self.epoch} in order")
+        self.history = [dict(h) for h in history or ()]
+        entries = meta["best_entries"] if "best_entries" in meta else self.history
+        self._best_entries = [dict(h) for h in entries if h["epoch"] in self._best_epochs()]
 
     def _check_input_standardization(self, saved: dict[str, np.ndarray]) -> None:
         if not saved:
@@ -160,10 +173,16 @@ class Trainer:
         later (on another thread, while training goes on) exactly as save_checkpoint would now."""
         return frozen_writer(*self.state_dict())
 
-    def load_checkpoint(self, path) -> None:
-        """Restore the state saved by `save_checkpoint`; `fit` then continues exactly."""
+    def load_checkpoint(self, path, history: list[dict] | None = None) -> None:
+        """Restore the state saved by `save_checkpoint`; `fit` then continues exactly. `history`:
+        see load_state_dict."""
         arrays, meta = load_npz(path)
-        self.load_state_dict(arrays, meta)
+        self.load_state_dict(arrays, meta, history)
+
+    def _best_epochs(self) -> set[int]:
+        """The epochs `fit` may report as best: early stopping's, and the tracker's."""
+        es = self.early_stopping
+        return {epoch for epoch in (es.best_epoch if es else None, self.best_tracker.best_epoch) if epoch is not None}
 
     @property
     def model(self) -> Model:
@@ -212,7 +231,8 @@ class Trainer:
                 stop_reason, stopped_epoch = "diverged", epoch
                 break
             self.epoch = epoch
-            self.history.append({"epoch": epoch, **metrics})
+            entry = {"epoch": epoch, **metrics}
+            self.history.append(entry)
             tracked_best = self.best_tracker.update(epoch, metrics)
             early_stop = False
             if es is not None:
@@ -220,6 +240,8 @@ class Trainer:
                 is_best = es.best_epoch == epoch
             else:
                 is_best = tracked_best
+            best_epochs = self._best_epochs()
+            self._best_entries = [e for e in (*self._best_entries, entry) if e["epoch"] in best_epochs]
             self.schedule.on_epoch_end(epoch, metrics)
             if on_epoch_end is not None:
                 asked = on_epoch_end(EpochEnd(epoch, dict(metrics), is_best, self))
@@ -237,7 +259,7 @@ class Trainer:
             epochs_run=self.epoch,
             best_epoch=best_epoch,
             stopped_epoch=stopped_epoch,
-            best_metrics=dict(self.history[best_epoch - 1]) if best_epoch else None,
+            best_metrics=next((dict(e) for e in self._best_entries if e["epoch"] == best_epoch), None),
             history=[dict(h) for h in self.history],
         )
 

@@ -7,6 +7,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, TrainConfig, Trainer
+from worker.nn.checkpoint import write_npz
 
 
 def dataset(n=240, seed=0):
@@ -40,7 +41,8 @@ def assert_same_state(a: Trainer, b: Trainer):
     for key in arrays_a:
         assert arrays_a[key].dtype == arrays_b[key].dtype
         assert np.array_equal(arrays_a[key], arrays_b[key]), key
-    meta_a["history"], meta_b["history"] = without_seconds(meta_a["history"]), without_seconds(meta_b["history"])
+    for meta in (meta_a, meta_b):
+        meta["best_entries"] = without_seconds(meta["best_entries"])
     assert meta_a == meta_b
 
 
@@ -61,7 +63,7 @@ def test_resume_after_epoch_k_is_bit_identical(tmp_path):
         assert (paused.stop_reason, paused.epochs_run, paused.stopped_epoch) == ("paused", 5, 5)
 
         resumed = Trainer(config(), X, y)
-        resumed.load_checkpoint(path)
+        resumed.load_checkpoint(path, history=paused.history)  # kept by the caller, as the service's database does
         assert resumed.epoch == 5
         result = resumed.fit()
 
@@ -140,7 +142,8 @@ def test_checkpoint_holds_the_whole_state_without_pickle(tmp_path):
         assert f["meta"].dtype.kind == "U"
     assert {"network/layers.0.weight", "network/layers.0.bn_mean", "optimizer/m.layers.2.bias",
             "early_stopping/layers.1.weight"} <= files
-    assert meta["epoch"] == 2 and len(meta["history"]) == 2
+    assert meta["epoch"] == 2 and "history" not in meta  # O(model): the history is the caller's
+    assert [entry["epoch"] for entry in meta["best_entries"]] == [meta["early_stopping"]["best_epoch"]]
     assert {"optimizer", "schedule", "early_stopping", "best_tracker", "rng", "config"} <= set(meta)
     assert meta["early_stopping"]["best_epoch"] in (1, 2)
     assert meta["rng"]["bit_generator"] == "PCG64"
@@ -158,3 +161,96 @@ def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
     longer = Trainer(config(epochs=5), X, y)  # more epochs is allowed: training continues
     longer.load_checkpoint(tmp_path / "c.npz")
     assert longer.fit().epochs_run == 5
+
+
+def late_config(**overrides):
+    # early stopping and reduce-on-plateau both live throughout (long patience, small delta)
+    return config(**{"hidden_layers": [LayerConfig(6, "relu", batch_norm=True)], "epochs": 120,
+                     "lr_schedule": ScheduleConfig("reduce_on_plateau", patience=3, factor=0.7, min_delta=1e-3,
+                                                   cooldown=2),
+                     "early_stopping": EarlyStoppingConfig(patience=40, min_delta=1e-4, restore_best_weights=True),
+                     **overrides})
+
+
+def paused_at(cfg, X, y, epoch, path):
+    trainer = Trainer(cfg, X, y)
+
+    def pause(event):
+        if event.epoch == epoch:
+            event.trainer.save_checkpoint(path)
+            return "paused"
+    result = trainer.fit(on_epoch_end=pause)
+    assert result.stop_reason == "paused", result
+    return trainer
+
+
+@pytest.mark.parametrize("with_history", [True, False])
+def test_resume_at_a_late_epoch_is_bit_exact_with_or_without_the_history(tmp_path, with_history):
+    X, y = dataset(n=96, seed=4)
+    cfg = late_config()
+    path = tmp_path / "late.npz"
+    with threadpool_limits(1):
+        straight = Trainer(cfg, X, y)
+        straight_result = straight.fit()
+        pause_epoch = straight_result.epochs_run - 5
+        paused = paused_at(cfg, X, y, pause_epoch, path)
+        resumed = Trainer(cfg, X, y)
+        resumed.load_checkpoint(path, history=paused.history if with_history else None)
+        result = resumed.fit()
+    # the run is long enough that the best epoch lies well before the checkpoint, and both
+    # callbacks acted on the way: the state they need came back from the checkpoint alone
+    assert pause_epoch > 30 and result.best_epoch < pause_epoch
+    assert len({h["lr"] for h in straight_result.history}) > 2
+    assert (result.stop_reason, result.epochs_run, result.best_epoch, result.stopped_epoch) == \
+        (straight_result.stop_reason, straight_result.epochs_run, straight_result.best_epoch,
+         straight_result.stopped_epoch)
+    assert without_seconds([result.best_metrics]) == without_seconds([straight_result.best_metrics])
+    expected_history = straight_result.history if with_history else straight_result.history[pause_epoch:]
+    assert without_seconds(result.history) == without_seconds(expected_history)
+    assert_same_state(straight, resumed)
+
+
+def test_checkpoint_size_does_not_grow_with_the_epoch(tmp_path):
+    X, y = dataset(n=16, seed=5)
+    cfg = config(hidden_layers=[LayerConfig(4, "tanh")], epochs=2000, batch_size=16, validation_split=0.25,
+                 early_stopping=EarlyStoppingConfig(patience=5000, restore_best_weights=True))
+    sizes = {}
+
+    def save(event):
+        if event.epoch in (10, 2000):
+            event.trainer.save_checkpoint(tmp_path / f"{event.epoch}.npz")
+            sizes[event.epoch] = (tmp_path / f"{event.epoch}.npz").stat().st_size
+    Trainer(cfg, X, y).fit(on_epoch_end=save)
+    # equal but for the digits of a few JSON numbers (epochs, the best metrics, the RNG state),
+    # 4 bytes a character in the meta's string array (format 1 held the history: megabytes by now)
+    assert abs(sizes[2000] - sizes[10]) < 256, sizes
+
+
+def test_a_format_1_checkpoint_with_its_history_still_resumes(tmp_path):
+    X, y = dataset(seed=6)
+    cfg = config(epochs=8)
+    with threadpool_limits(1):
+        straight = Trainer(cfg, X, y)
+        straight_result = straight.fit()
+        first = Trainer(cfg, X, y)
+        first.fit(on_epoch_end=lambda e: "paused" if e.epoch == 4 else None)
+        arrays, meta = first.state_dict()
+        meta = {**{k: v for k, v in meta.items() if k != "best_entries"}, "format_version": 1,
+                "history": first.history}  # what format 1 wrote
+        write_npz(tmp_path / "v1.npz", arrays, json.loads(json.dumps(meta)))
+        resumed = Trainer(cfg, X, y)
+        resumed.load_checkpoint(tmp_path / "v1.npz")
+        result = resumed.fit()
+    assert without_seconds(result.history) == without_seconds(straight_result.history)
+    assert result.best_epoch == straight_result.best_epoch
+    assert_same_state(straight, resumed)
+
+
+def test_a_history_that_does_not_match_the_checkpoint_is_refused(tmp_path):
+    X, y = dataset()
+    trainer = Trainer(config(epochs=3), X, y)
+    trainer.fit()
+    trainer.save_checkpoint(tmp_path / "c.npz")
+    for wrong in (trainer.history[:2], trainer.history[1:], [*trainer.history, {"epoch": 4}]):
+        with pytest.raises(ValueError, match="epochs 1..3"):
+            Trainer(config(epochs=3), X, y).load_checkpoint(tmp_path / "c.npz", history=wrong)
