@@ -269,8 +269,7 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
 def stored_history(store: Store, claim) -> list[dict]:
     """The job's epochs up to the resumed checkpoint, as the engine's history entries."""
     fields, rows = store.history_rows(claim.job_id)
-    engine_fields = [name for name in fields if name not in ("fold", "fold_epoch")]  # the service's own columns
-    history = [{name: value for name, value in zip(fields, row) if name in engine_fields} for row in rows]
+    history = [dict(zip(fields, row)) for row in rows]
     return [entry for entry in history if entry["epoch"] <= claim.resume_epoch]
 
 
