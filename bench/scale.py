@@ -1,6 +1,6 @@
 """Worker throughput against the number of worker processes (issue 10, req. 4).
 
-    python -m bench.scale [--workers 1 2 4] [--tiny 60] [--cpu 8]
+    python -m bench.scale [--workers 1 2 4] [--tiny 120] [--cpu 24] [--rounds 3]
 
 For each worker count N, a fresh stack on loopback: the API, N `backprop worker` processes (one
 training process each, one BLAS thread), Redis, PostgreSQL and an S3 server (moto) for the
@@ -8,12 +8,14 @@ artifacts, each process in a private folder, the broker, database and object sto
 run. Two workloads, each submitted at once and timed from the first submission to the last job's
 end:
 - tiny: 1-epoch xor jobs (the cost is the service: claim, bookkeeping, model upload, finish);
-- cpu-bound: digits jobs with a 2 x 256 network for 4 epochs (the cost is the engine).
-Reported: jobs per minute, and the speedup over one worker measured in the same run.
+- cpu-bound: digits jobs with a 2 x 256 network for 16 epochs (the cost is the engine).
+Reported: jobs per minute (median of `--rounds` drains), and the speedup over one worker
+measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from contextlib import ExitStack
@@ -24,7 +26,7 @@ import httpx
 from bench.stack import postgres_database, private_redis, running_stack, s3_server, wait_for_job
 
 TINY = {"dataset": {"builtin": "xor"}, "epochs": 1, "batch_size": 4, "tags": ["scale"]}
-CPU_BOUND = {"dataset": {"builtin": "digits"}, "epochs": 4, "batch_size": 16, "tags": ["scale"],
+CPU_BOUND = {"dataset": {"builtin": "digits"}, "epochs": 16, "batch_size": 16, "tags": ["scale"],
              "model": {"hidden_layers": [{"units": 256}, {"units": 256}]}}
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -40,7 +42,7 @@ def drain(client: httpx.Client, spec: dict, count: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(workers: int, tiny: int, cpu: int, workdir: Path) -> dict[str, float]:
+def measure(workers: int, tiny: int, cpu: int, rounds: int, workdir: Path) -> dict[str, float]:
     with ExitStack() as resources:
         s3 = resources.enter_context(s3_server(workdir / "s3"))
         database_url = resources.enter_context(postgres_database())
@@ -51,19 +53,21 @@ def measure(workers: int, tiny: int, cpu: int, workdir: Path) -> dict[str, float
                                                       extra_env=env, private_dirs=True))
         client = resources.enter_context(httpx.Client(base_url=stack.url, timeout=60))
         drain(client, TINY, 2 * workers)  # warm up: every worker has imported, connected and trained once
-        return {"tiny": tiny / drain(client, TINY, tiny) * 60, "cpu": cpu / drain(client, CPU_BOUND, cpu) * 60}
+        return {"tiny": statistics.median(tiny / drain(client, TINY, tiny) * 60 for _ in range(rounds)),
+                "cpu": statistics.median(cpu / drain(client, CPU_BOUND, cpu) * 60 for _ in range(rounds))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--tiny", type=int, default=60, help="tiny jobs per worker count")
-    parser.add_argument("--cpu", type=int, default=8, help="CPU-bound jobs per worker count")
+    parser.add_argument("--tiny", type=int, default=120, help="tiny jobs per drain")
+    parser.add_argument("--cpu", type=int, default=24, help="CPU-bound jobs per drain")
+    parser.add_argument("--rounds", type=int, default=3, help="drains per workload and worker count (median)")
     args = parser.parse_args()
     results = {}
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            results[workers] = measure(workers, args.tiny, args.cpu, Path(tmp))
+            results[workers] = measure(workers, args.tiny, args.cpu, args.rounds, Path(tmp))
         print(f"{workers} worker(s): tiny {results[workers]['tiny']:7.1f} jobs/min   "
               f"cpu-bound {results[workers]['cpu']:6.1f} jobs/min", flush=True)
     base = results[args.workers[0]]

@@ -25,7 +25,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.cli_client import datasets_app, jobs_app
+from service.cli_client import datasets_app, jobs_app, sweeps_app
 from service.config import Settings, get_settings, is_loopback  # noqa: F401 - is_loopback is re-exported
 
 log = logging.getLogger("backprop")
@@ -43,6 +43,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(sweeps_app, name="sweeps")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

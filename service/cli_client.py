@@ -1,9 +1,10 @@
-"""`backprop jobs ...` and `backprop datasets ...`: the service from a terminal, through the SDK.
+"""`backprop jobs ...`, `backprop sweeps ...` and `backprop datasets ...`: the service from a terminal, through the SDK.
 
 They talk to BACKPROP_URL (default http://127.0.0.1:8000) with BACKPROP_API_KEY, or --url and
 --api-key after `jobs`/`datasets`. Every command takes `-o/--output table|json`: json prints the
 API's answer on stdout for scripts. `jobs submit --wait` and `jobs watch` draw a progress bar on
-stderr from the job's event stream and exit with the job's outcome:
+stderr from the job's event stream and exit with the job's outcome (`sweeps submit --wait`
+polls the sweep, printing its trial counts, and exits with the sweep's):
 
     0  succeeded       3  failed       4  cancelled
     1  the request failed (the server's message is printed)     2  a usage error
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
 from service.client import DEFAULT_URL, ENV_API_KEY, ENV_URL, BackpropError, Client, InvalidRequest
-from service.specs import JobPublic
+from service.specs import JobPublic, SweepPublic, TrialPublic
 
 EXIT_ERROR, EXIT_FAILED, EXIT_CANCELLED = 1, 3, 4
 OUTCOME_EXIT = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -37,6 +39,7 @@ OUTPUTS = ("table", "json")
 
 jobs_app = typer.Typer(help="training jobs: submit, list, show, history, watch, cancel, download", no_args_is_help=True)
 datasets_app = typer.Typer(help="datasets: upload, list, show", no_args_is_help=True)
+sweeps_app = typer.Typer(help="hyperparameter sweeps: submit, list, show, cancel", no_args_is_help=True)
 
 # piped (a script, a file): never cut a line; in a terminal, its width
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
@@ -52,6 +55,7 @@ def _connection(ctx: typer.Context,
 
 jobs_app.callback()(_connection)
 datasets_app.callback()(_connection)
+sweeps_app.callback()(_connection)
 
 
 def _output(value: str) -> str:
@@ -152,8 +156,20 @@ def summary(job: JobPublic) -> str:
 # ---------------------------------------------------------------- jobs
 
 
+def spec_loader():
+    """YAML's safe loader, reading `1e-4` as a number as JSON (and YAML 1.2) do, not as text."""
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        pass
+
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return SpecLoader
+
+
 def load_spec(path: Path) -> dict:
-    """A job spec from .json, .yaml/.yml, or - (stdin, JSON or YAML)."""
+    """A job (or sweep) spec from .json, .yaml/.yml, or - (stdin, JSON or YAML)."""
     import yaml
 
     try:
@@ -161,7 +177,7 @@ def load_spec(path: Path) -> dict:
     except OSError as error:
         raise typer.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="SPEC") from None
     try:
-        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        spec = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=spec_loader())
     except (ValueError, yaml.YAMLError) as error:
         raise typer.BadParameter(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}",
                                  param_hint="SPEC") from None
@@ -220,9 +236,10 @@ def jobs_list(bp: Client,
               tag: Annotated[Optional[str], typer.Option()] = None,
               name: Annotated[Optional[str], typer.Option()] = None,
               dataset: Annotated[Optional[str], typer.Option(help="a dataset id, e.g. builtin:digits")] = None,
+              sweep: Annotated[Optional[str], typer.Option(help="the trials of this sweep (its id)")] = None,
               limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
               output: Output = "table") -> None:
-    page = bp.list_jobs(status=status, tag=tag, name=name, dataset=dataset, limit=limit)
+    page = bp.list_jobs(status=status, tag=tag, name=name, dataset=dataset, limit=limit, sweep_id=sweep)
     if output == "json":
         return emit(page)
     table = Table(Column("ID", no_wrap=True, min_width=32), "NAME", "STATUS", "PROGRESS", "BEST", "CREATED", box=None)
@@ -331,3 +348,81 @@ def datasets_show(bp: Client, dataset_id: Annotated[str, typer.Argument(metavar=
     for key, value in dataset.model_dump().items():
         table.add_row(key, str(value))
     stdout.print(table)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def counts_text(sweep: SweepPublic) -> str:
+    return ", ".join(f"{count} {status}" for status, count in sweep.counts.items() if count)
+
+
+def params_text(trial: TrialPublic) -> str:
+    return " ".join(f"{path}={_number(value) if isinstance(value, float) else value}"
+                    for path, value in trial.params.items())
+
+
+def sweep_summary(sweep: SweepPublic) -> str:
+    text = f"sweep {sweep.id} {sweep.status}: {counts_text(sweep)}"
+    if sweep.best is not None:
+        text += (f"\nbest: trial {sweep.best.index} (job {sweep.best.job_id}) {sweep.metric} "
+                 f"{_number(sweep.best.metric)}: {params_text(sweep.best)}")
+    return text
+
+
+@client_command(sweeps_app, "submit", "submit a sweep spec (.json, .yaml or - for stdin); --wait polls it to the end")
+def sweeps_submit(bp: Client, spec: Annotated[Path, typer.Argument(help="the sweep spec file")],
+                  wait: Annotated[bool, typer.Option("--wait", help="poll the sweep; exit 0/3/4 as it succeeds, "
+                                                     "fails or is cancelled")] = False,
+                  output: Output = "table") -> None:
+    sweep = bp.create_sweep(load_spec(spec))
+    if not wait:
+        emit(sweep) if output == "json" else stdout.print(
+            f"submitted sweep {sweep.id} ({len(sweep.trials)} trials)", markup=False)
+        return
+    stderr.print(f"submitted sweep {sweep.id}", markup=False)
+    shown: list[str] = []
+
+    def report(now: SweepPublic) -> None:  # the counts on stderr, each time they change
+        if not shown or counts_text(now) != shown[-1]:
+            shown.append(counts_text(now))
+            stderr.print(shown[-1], markup=False)
+
+    finished = bp.wait_sweep(sweep.id, on_poll=report)
+    emit(finished) if output == "json" else stdout.print(sweep_summary(finished), markup=False)
+    raise typer.Exit(OUTCOME_EXIT.get(finished.status, EXIT_ERROR))
+
+
+@client_command(sweeps_app, "list", "list your sweeps, newest first")
+def sweeps_list(bp: Client, limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+                output: Output = "table") -> None:
+    page = bp.list_sweeps(limit=limit)
+    if output == "json":
+        return emit(page)
+    table = Table(Column("ID", no_wrap=True, min_width=32), "NAME", "STATUS", "TRIALS", "BEST", "CREATED", box=None)
+    for sweep in page.items:
+        best = f"{sweep.metric} {_number(sweep.best.metric)}" if sweep.best else "-"
+        table.add_row(sweep.id, sweep.name, sweep.status, counts_text(sweep), best,
+                      sweep.created_at.isoformat(timespec="seconds"))
+    stdout.print(table)
+    if page.next_cursor:
+        stderr.print(f"(more than {limit}: use --limit)")
+
+
+@client_command(sweeps_app, "show", "one sweep: status, counts, trials best first")
+def sweeps_show(bp: Client, sweep_id: Annotated[str, typer.Argument(metavar="ID")], output: Output = "table") -> None:
+    sweep = bp.get_sweep(sweep_id)
+    if output == "json":
+        return emit(sweep)
+    stdout.print(sweep_summary(sweep), markup=False)
+    table = Table("TRIAL", Column("JOB", no_wrap=True), "STATUS", sweep.metric.upper(), "PARAMS", box=None)
+    for trial in sweep.trials:
+        status = f"{trial.status} ({trial.stop_reason})" if trial.stop_reason else trial.status
+        table.add_row(str(trial.index), trial.job_id or "-", status, _number(trial.metric), params_text(trial))
+    stdout.print(table)
+
+
+@client_command(sweeps_app, "cancel", "cancel a sweep: its queued and held trials now, running ones at their next batch")
+def sweeps_cancel(bp: Client, sweep_id: Annotated[str, typer.Argument(metavar="ID")], output: Output = "table") -> None:
+    sweep = bp.cancel_sweep(sweep_id)
+    emit(sweep) if output == "json" else stdout.print(sweep_summary(sweep), markup=False)

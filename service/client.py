@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,8 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from service.specs import (
-    CheckpointPublic, DatasetPublic, EpochMetrics, HistoryPublic, JobPage, JobPublic, JobSpec, LimitsPublic,
+    TERMINAL_STATUSES, CheckpointPublic, DatasetPublic, EpochMetrics, HistoryPublic, JobPage, JobPublic, JobSpec,
+    LimitsPublic, SweepPage, SweepPublic, SweepSpec,
 )
 
 ENV_URL = "BACKPROP_URL"
@@ -254,9 +255,9 @@ class Client:
 
     def list_jobs(self, *, status: str | None = None, tag: str | None = None, name: str | None = None,
                   dataset: str | None = None, order_by: str | None = None, order: str | None = None,
-                  limit: int | None = None, cursor: str | None = None) -> JobPage:
+                  limit: int | None = None, cursor: str | None = None, sweep_id: str | None = None) -> JobPage:
         params = _params(status=status, tag=tag, name=name, dataset=dataset, order_by=order_by, order=order,
-                         limit=limit, cursor=cursor)
+                         limit=limit, cursor=cursor, sweep_id=sweep_id)
         return self._request("GET", "/v1/jobs", params=params, model=JobPage)
 
     def iter_jobs(self, **filters: Any) -> Iterator[JobPublic]:
@@ -360,6 +361,33 @@ class Client:
                 raise StreamLost(f"the event stream of job {job_id} failed {failures} times in a row "
                                  f"(last: {error or 'closed without end'})") from error
             time.sleep(delay)
+
+    # ------------------------------------------------------------ sweeps
+
+    def create_sweep(self, spec: Mapping[str, Any] | SweepSpec) -> SweepPublic:
+        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, SweepSpec) else dict(spec)
+        return self._request("POST", "/v1/sweeps", json=body, model=SweepPublic)
+
+    def get_sweep(self, sweep_id: str) -> SweepPublic:
+        return self._request("GET", f"/v1/sweeps/{_segment(sweep_id)}", model=SweepPublic)
+
+    def list_sweeps(self, *, limit: int | None = None, cursor: str | None = None) -> SweepPage:
+        return self._request("GET", "/v1/sweeps", params=_params(limit=limit, cursor=cursor), model=SweepPage)
+
+    def cancel_sweep(self, sweep_id: str) -> SweepPublic:
+        return self._request("POST", f"/v1/sweeps/{_segment(sweep_id)}/cancel", model=SweepPublic)
+
+    def wait_sweep(self, sweep_id: str, *, poll_seconds: float = 2.0, sleep=time.sleep,
+                   on_poll: Callable[[SweepPublic], None] | None = None) -> SweepPublic:
+        """Poll the sweep until it ends (every trial finished, or the sweep cancelled and its
+        trials stopped); `on_poll` sees each answer."""
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if on_poll is not None:
+                on_poll(sweep)
+            if sweep.status in TERMINAL_STATUSES and not (sweep.counts["queued"] or sweep.counts["running"]):
+                return sweep
+            sleep(poll_seconds)
 
     def wait(self, job_id: str) -> JobPublic:
         """Follow the job's events until it ends; returns the finished job."""

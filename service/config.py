@@ -13,7 +13,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.specs import (
-    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_FOLDS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_PREDICT_ROWS, MAX_UNITS, JobLimits,
+    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_FOLDS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_PREDICT_ROWS, MAX_TRIALS,
+    MAX_UNITS, JobLimits,
 )
 
 
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     max_queued_jobs_per_owner: int = Field(100, ge=1, description="queued jobs one owner may have waiting")
     max_predict_rows: int = Field(MAX_PREDICT_ROWS, ge=1, le=MAX_PREDICT_ROWS,
                                   description="most rows in one POST /v1/jobs/{id}/predict")
+    max_trials_per_sweep: int = Field(MAX_TRIALS, ge=1, le=MAX_TRIALS, description="most trials one sweep may draw")
+    max_concurrent_trials_per_owner: int = Field(
+        8, ge=1, description="sweep trials one owner may have queued or running at once (the rest wait, held)")
     model_cache_size: int = Field(8, ge=1, le=1024, description="trained models an API process keeps loaded for "
                                   "predict (and as many built ONNX files), least recently used dropped first")
 

@@ -28,6 +28,9 @@ MAX_PARAMETERS = 5_000_000
 MAX_TAGS = 32
 MAX_PREDICT_ROWS = 10_000  # rows in one POST /v1/jobs/{id}/predict (Settings.max_predict_rows may lower it)
 MAX_FOLDS = 20  # cross_validation.folds (Settings.max_folds may lower it)
+MAX_TRIALS = 1000  # trials of one sweep (Settings.max_trials_per_sweep may lower it)
+MAX_SPACE_PATHS = 32  # parameters one sweep searches over
+MAX_CHOICES = 1000  # values of one `choice`
 
 # Choices derived from the engine's registries (tests/service/test_spec_names.py ties the
 # optimizer and schedule unions below to them too): adding an activation is one edit there.
@@ -40,7 +43,7 @@ Mode = Literal["auto", "min", "max"]
 Task = Literal["classification", "regression"]  # what a dataset's targets are
 JobTask = Literal[engine.TASKS]  # what a job learns: a dataset's task, or "autoencoder" (any dataset)
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StopReason = Literal["completed", "early_stopped", "diverged", "cancelled", "max_runtime", "error"]
+StopReason = Literal["completed", "early_stopped", "diverged", "cancelled", "max_runtime", "error", "pruned"]
 BuiltinName = Literal["xor", "digits", "iris", "moons", "circles", "sine"]
 
 TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
@@ -284,6 +287,107 @@ class JobSpec(Spec):
     cross_validation: CrossValidationSpec | None = None
 
 
+# ---------------------------------------------------------------- sweeps
+
+SweepMethod = Literal["grid", "random"]
+SweepMode = Literal["min", "max"]
+SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ChoiceValue = Union[bool, int, float, str, None]
+
+
+class Distribution(Spec):
+    """Exactly one of: a list of values, or a range [low, high] (both ends included)."""
+
+    choice: list[ChoiceValue] | None = Field(None, min_length=1, max_length=MAX_CHOICES, examples=[[32, 64, 128]])
+    uniform: list[float] | None = Field(None, min_length=2, max_length=2, description="[low, high]")
+    loguniform: list[float] | None = Field(None, min_length=2, max_length=2,
+                                           description="[low, high], 0 < low: uniform in log space")
+    int_uniform: list[int] | None = Field(None, min_length=2, max_length=2, description="[low, high] integers")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Distribution":
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of choice, uniform, loguniform, int_uniform")
+        if given[0] != "choice":
+            low, high = getattr(self, given[0])
+            if not low <= high:
+                raise ValueError(f"{given[0]}: low {low} is above high {high}")
+            if given[0] == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform: low must be above 0, not {low}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+
+class AshaSpec(Spec):
+    """Asynchronous successive halving (Ray Tune's AsyncHyperBandScheduler, one bracket): at each
+    rung of grace_period * reduction_factor**k epochs, a trial goes on only if its metric is not
+    below the (1 - 1/reduction_factor) quantile of the results other trials recorded there."""
+
+    grace_period: int = Field(1, ge=1, le=MAX_EPOCHS, description="epochs before the first rung")
+    reduction_factor: int = Field(4, ge=2, le=100, description="η: about 1/η of the trials pass each rung")
+
+
+class SweepSpec(Spec):
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{
+            "name": "digits-lr", "base": {"dataset": {"builtin": "digits"}, "epochs": 27},
+            "space": {"optimizer.learning_rate": {"loguniform": [1e-4, 0.1]},
+                      "model.hidden_layers.0.units": {"choice": [32, 64, 128]}},
+            "method": "random", "max_trials": 12, "max_concurrent": 2, "metric": "val_loss", "mode": "min",
+            "asha": {"grace_period": 3, "reduction_factor": 3},
+        }]},
+    )
+
+    name: str = Field("", max_length=200, examples=["digits-lr"])
+    base: JobSpec = Field(description="the job spec every trial starts from")
+    space: dict[str, Distribution] = Field(
+        min_length=1, max_length=MAX_SPACE_PATHS,
+        description="dotted path of a numeric or categorical JobSpec field (`optimizer.learning_rate`, "
+        "`model.hidden_layers.0.units`, `l2`, `batch_size`, ...) → its distribution")
+    method: SweepMethod = Field("random", description="grid: every combination of the `choice` lists "
+                                "(in order, the last path varying fastest), up to max_trials; random: seeded draws")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="of the random draws; default: base.seed")
+    max_trials: int = Field(10, ge=1, le=MAX_TRIALS, description=f"at most MAX_TRIALS (default {MAX_TRIALS}; "
+                            "a deployment may set less: max_trials_per_sweep)")
+    max_concurrent: int = Field(2, ge=1, le=MAX_TRIALS, description="trials of this sweep queued or running at once")
+    metric: Monitor = Field("val_loss", description="the per-epoch metric trials are ranked (and ASHA decides) by")
+    mode: SweepMode | None = Field(None, description="min or max; default: the metric's direction")
+    asha: AshaSpec | None = Field(None, description="early termination of poor trials; null: every trial runs fully")
+
+
+class TrialPublic(BaseModel):
+    index: int = Field(description="the trial's place in the draw (0-based)")
+    job_id: str | None = Field(None, description="null while the trial is held (not yet released)")
+    params: dict[str, ChoiceValue]
+    status: JobStatus | Literal["held"]
+    stop_reason: StopReason | None = None
+    metric: float | None = Field(None, description="the trial's best value of the sweep's metric so far")
+
+
+class SweepPublic(BaseModel):
+    id: str
+    name: str
+    status: SweepStatus
+    counts: dict[str, int] = Field(description="trials by status: held, queued, running, succeeded, failed, cancelled")
+    metric: str
+    mode: SweepMode
+    trials: list[TrialPublic] = Field(description="best first by the metric; trials without a value last, by index")
+    best: TrialPublic | None = None
+    created_at: datetime
+    cancelled_at: datetime | None = None
+    spec: SweepSpec
+
+
+class SweepPage(BaseModel):
+    items: list[SweepPublic]
+    next_cursor: str | None = None
+
+
 # ---------------------------------------------------------------- datasets
 
 
@@ -410,6 +514,9 @@ class JobPublic(BaseModel):
     model_card: ModelCard | None = Field(None, description="what produced the model; null until the job has one")
     cross_validation: CrossValidationSummary | None = Field(
         None, description="cross-validated jobs: the folds' results so far, then their mean and std")
+    sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
+    trial_params: dict[str, bool | int | float | str | None] | None = Field(
+        None, description="a trial's drawn values, by dotted spec path")
 
 
 class JobPage(BaseModel):
@@ -444,6 +551,8 @@ class LimitsPublic(BaseModel):
     max_queued_jobs_per_owner: int
     max_predict_rows: int
     max_folds: int
+    max_trials_per_sweep: int
+    max_concurrent_trials_per_owner: int
 
 
 class PredictRequest(Spec):

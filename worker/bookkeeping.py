@@ -30,6 +30,7 @@ class EpochBookkeeper:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bookkeeping-{job_id[:8]}")
         self._pending: Future | None = None
         self.cancel_requested = False
+        self.asha_stopped = False  # an epoch's transaction found the trial below its rung's cutoff
         self.blocked_seconds: list[float] = []  # training-thread time per hand-over (snapshot excluded)
         self.recorded_seconds: list[float] = []  # bookkeeping-thread time per epoch
 
@@ -43,13 +44,14 @@ class EpochBookkeeper:
                cross_validation: CrossValidationSummary | None = None) -> str | None:
         """Hand over one finished epoch; waits for the previous one and re-raises its error.
 
-        Once the previous epoch's transaction acknowledged a cancel request, or a shutdown was
-        asked meanwhile, this epoch is not recorded and the reason ("cancelled", "shutdown") is
-        returned for the trainer to stop with, as if it had been asked before the epoch ended.
+        Once the previous epoch's transaction acknowledged a cancel request or stopped the trial
+        at an ASHA rung, or a shutdown was asked meanwhile, this epoch is not recorded and the
+        reason ("cancelled", "pruned", "shutdown") is returned for the trainer to stop with, as if it had been asked before the epoch ended.
         """
         started = self._clock()
         self.wait()
-        reason = "cancelled" if self.cancel_requested else "shutdown" if self._shutdown() else None
+        reason = ("cancelled" if self.cancel_requested else "pruned" if self.asha_stopped
+                  else "shutdown" if self._shutdown() else None)
         if reason is None:
             self._pending = self._executor.submit(self._record, metrics, is_best, checkpoint, cross_validation)
         self.blocked_seconds.append(self._clock() - started)
@@ -77,5 +79,7 @@ class EpochBookkeeper:
                                        cross_validation=cross_validation)
         if ack.cancel_requested:
             self.cancel_requested = True
+        if ack.asha_stopped:
+            self.asha_stopped = True
         job_events(self._store.settings.broker_url).changed(self._job_id, f"epoch {metrics.epoch}")  # live streams
         self.recorded_seconds.append(self._clock() - started)

@@ -5,7 +5,9 @@ the store for jobs that no broker may hold any more and sends their task again, 
 task id = job id:
 - running jobs whose lease expired (their worker died: SIGKILL, OOM, power loss), at once;
 - queued jobs older than `requeue_after_seconds` (the enqueue after the commit never happened,
-  or the broker restarted empty).
+  or the broker restarted empty);
+- held sweep trials that may start now (a trial ended without finish_job releasing the next:
+  cancelled, or failed after its worker was lost), released and sent at once.
 Sending twice is harmless: the claim's compare-and-set lets one delivery run the job and the
 others return without touching it. To keep the queue from filling with such duplicates while
 jobs wait their turn behind busy workers, each job is re-sent with backoff (requeue_after, then
@@ -57,6 +59,12 @@ class Reconciler:
         self._store.dispose(close=False)
 
     def sweep(self) -> list[str]:
+        released = self._store.release_held_trials()
+        for job_id in released:  # just committed, so sent now; if the send fails, they are queued jobs as any
+            try:
+                self._enqueue(job_id)
+            except Exception as error:  # noqa: BLE001 - broker down: re-sent once requeue_after passes
+                log.warning("reconciler: could not send released trial %s (%s)", job_id, error)
         queued_before = self._clock() - timedelta(seconds=self._requeue_after)
         due = self._store.dispatchable_jobs(queued_before=queued_before, limit=SWEEP_LIMIT)
         # forget jobs that were claimed or ended since: if they come back, they are sent at once

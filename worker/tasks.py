@@ -83,4 +83,6 @@ def new_worker_id() -> str:
 def train_job(self, job_id: str) -> str:
     _install_handoff()
     store = process_store()
-    return run_job(store, job_id, worker_id=new_worker_id(), lease_seconds=store.settings.lease_seconds)
+    return run_job(store, job_id, worker_id=new_worker_id(), lease_seconds=store.settings.lease_seconds,
+                   enqueue=lambda released: app.send_task(TRAIN_TASK, args=[released], task_id=released,
+                                                          queue=store.settings.training_queue))

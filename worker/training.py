@@ -2,6 +2,8 @@
 
 Outcomes (status / stop_reason):
 - completed, early_stopped → succeeded, with the model file;
+- pruned (a sweep trial ASHA stopped at a rung: the decision is taken in that epoch's
+  record_epoch, waited for at rung epochs) → succeeded, with the model as of the rung epoch;
 - max_runtime (the spec's max_runtime_seconds, counted per attempt) → succeeded, with the model
   as it was when time ran out, and its checkpoints;
 - cancelled (requested through the API) → cancelled, no model; the checkpoints stay;
@@ -91,7 +93,7 @@ class Outcome:
 
 
 def outcome_of(stop_reason: str, stopped_epoch: int | None) -> Outcome:
-    if stop_reason in ("completed", "early_stopped", "max_runtime"):
+    if stop_reason in ("completed", "early_stopped", "max_runtime", "pruned"):
         return Outcome("succeeded", stop_reason, keeps_model=True)
     if stop_reason == "cancelled":
         return Outcome("cancelled", "cancelled")
@@ -153,17 +155,27 @@ class StopPolicy:
 
 
 def run_job(store: Store, job_id: str, *, worker_id: str, lease_seconds: float,
-            monotonic: Callable[[], float] = time.monotonic) -> str:
-    """Run the job if this worker can claim it; returns what happened ("skipped" or the status)."""
+            monotonic: Callable[[], float] = time.monotonic, enqueue: Callable[[str], None] | None = None) -> str:
+    """Run the job if this worker can claim it; returns what happened ("skipped" or the status).
+    `enqueue` publishes the sweep trials the job's end released (else the reconciler does, later)."""
     SHUTDOWN.clear()
     RUNNING.set()
     try:
-        return _run_job(store, job_id, worker_id, lease_seconds, monotonic)
+        return _run_job(store, job_id, worker_id, lease_seconds, monotonic, enqueue)
     finally:
         RUNNING.clear()
 
 
-def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, monotonic) -> str:
+def publish_released(job_ids: list[str], enqueue: Callable[[str], None] | None) -> None:
+    """After the commit that released them; a failure leaves them queued for the reconciler."""
+    for job_id in job_ids if enqueue is not None else ():
+        try:
+            enqueue(job_id)
+        except Exception as error:  # noqa: BLE001 - the row is the source of truth
+            log.warning("released trial %s is stored but could not be enqueued (%s); the reconciler will", job_id, error)
+
+
+def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, monotonic, enqueue) -> str:
     events = job_events(store.settings.broker_url)  # wake-up hints for the job's live streams
     claim = store.claim_job(job_id, worker_id, lease_seconds)
     events.changed(job_id, "status")  # running now, or ended by a lost claim
@@ -181,10 +193,11 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
             return "released" if status == "queued" else status
         # the object is complete before the row names it
         stored = store.artifacts.write(store.model_key(job_id), model.save) if model is not None else None
-        store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
-                         error=outcome.error, best_epoch=best_epoch, model=stored,
-                         model_card=model.meta["card"] if stored else None)
+        released = store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
+                                    error=outcome.error, best_epoch=best_epoch, model=stored,
+                                    model_card=model.meta["card"] if stored else None)
         events.changed(job_id, "status")
+        publish_released(released, enqueue)
         log.info("job %s: %s (%s)", job_id, outcome.status, outcome.stop_reason)
         return outcome.status
     except LeaseLost:
@@ -196,10 +209,11 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
     except Exception as error:  # noqa: BLE001 - any failure must end the job, never hang it
         log.exception("job %s: training failed", job_id)
         try:
-            store.finish_job(job_id, worker_id, status="failed", stop_reason="error", error=readable(error))
+            released = store.finish_job(job_id, worker_id, status="failed", stop_reason="error", error=readable(error))
         except LeaseLost:
             return "lease_lost"
         events.changed(job_id, "status")
+        publish_released(released, enqueue)
         return "failed"
 
 
@@ -227,6 +241,8 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
 
     with EpochBookkeeper(store, claim.job_id, worker_id, lease_seconds=lease_seconds,
                          policy=CheckpointPolicy.of(spec), shutdown=shutdown_requested) as bookkeeper:
+        bookkeeper.asha_stopped = claim.asha_stopped  # stopped at a rung before the worker was lost
+
         def on_epoch_end(end) -> str | None:
             # a cross-validated job numbers its epochs across folds and the refit (see EpochMetrics)
             epoch = end.epoch if end.fold is None else end.run.epochs_done
@@ -237,12 +253,16 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
                 metrics.fold, metrics.fold_epoch = end.fold, end.epoch
                 if summarized[0] != len(end.run.results):  # a fold ended (or this run just began)
                     summary, summarized[0] = cross_validation_summary(end.run), len(end.run.results)
-            return bookkeeper.submit(metrics, is_best=end.is_best, cross_validation=summary,
-                                     checkpoint=end.run.checkpoint_snapshot() if due else None)
+            asked = bookkeeper.submit(metrics, is_best=end.is_best, cross_validation=summary,
+                                      checkpoint=end.run.checkpoint_snapshot() if due else None)
+            if asked is None and epoch in claim.rungs:  # no rungs for a cross-validated job (sweeps refuse it)
+                bookkeeper.wait()  # ASHA decides in this epoch's transaction: stop here if it says so
+                asked = "pruned" if bookkeeper.asha_stopped else None
+            return asked
 
         def stop_requested() -> str | None:
             bookkeeper.check()  # LeaseLost or a database error from the last epoch's transaction
-            return "cancelled" if bookkeeper.cancel_requested else None
+            return "cancelled" if bookkeeper.cancel_requested else "pruned" if bookkeeper.asha_stopped else None
 
         should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
                                  worker_id=worker_id, lease_seconds=lease_seconds, shutdown=shutdown_requested,

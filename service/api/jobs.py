@@ -107,12 +107,13 @@ def list_jobs(
     tag: Annotated[str | None, Query(description="jobs carrying this tag")] = None,
     name: Annotated[str | None, Query(description="jobs with exactly this name")] = None,
     dataset: Annotated[str | None, Query(description="dataset id, e.g. builtin:digits")] = None,
+    sweep_id: Annotated[str | None, Query(description="the trials of this sweep")] = None,
     order_by: Literal["created_at", "best_val_loss", "best_val_accuracy"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobPage:
-    return store.list_jobs(owner=owner, status=status, tag=tag, name=name, dataset=dataset,
+    return store.list_jobs(owner=owner, status=status, tag=tag, name=name, dataset=dataset, sweep_id=sweep_id,
                            order_by=order_by, descending=order == "desc", limit=limit, cursor=cursor)
 
 
@@ -164,9 +165,13 @@ def history_csv(rows: list[tuple]) -> str:
     description="A queued job is cancelled at once; a running one stops at its next batch boundary, "
     "keeping its last checkpoint; a finished job is returned unchanged.",
 )
-def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep, events: JobEventsDep) -> JobPublic:
+def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep, events: JobEventsDep,
+               enqueuer: EnqueuerDep) -> JobPublic:
     job = store.request_cancel(job_id, owner=owner)
     events.changed(job_id, "cancel")  # wakes the job's event streams (service.events)
+    if job.sweep_id is not None and job.status == "cancelled":  # a cancelled trial frees its sweep's place
+        for released in store.release_held_trials(owner=owner):
+            enqueuer.send_later(released)
     return job
 
 

@@ -77,10 +77,10 @@ def _metric(value: Any) -> float | None:
     return number
 
 
-def rows_after(column, value: Any, last_id: str, descending: bool, *, nullable: bool):
+def rows_after(column, value: Any, last_id: str, descending: bool, *, nullable: bool, id_column=JobRow.id):
     """Rows strictly after (value, last_id) in the listing order (NULL values last)."""
     beyond = (lambda a, b: a < b) if descending else (lambda a, b: a > b)
     if value is None:
-        return and_(column.is_(None), beyond(JobRow.id, last_id))
-    condition = or_(beyond(column, value), and_(column == value, beyond(JobRow.id, last_id)))
+        return and_(column.is_(None), beyond(id_column, last_id))
+    condition = or_(beyond(column, value), and_(column == value, beyond(id_column, last_id)))
     return or_(condition, column.is_(None)) if nullable else condition

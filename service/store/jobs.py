@@ -39,15 +39,21 @@ class JobStore(DatasetStore, StoreBase):
                 self._dataset_row(session, dataset_id, owner)
             if max_queued is not None:
                 self._check_queue_room(session, owner, max_queued)
-            row = JobRow(
-                id=job_id, owner=owner, name=spec.name, spec=spec.model_dump(mode="json"),
-                dataset_id=dataset_id, status="queued", epochs=planned_epochs(spec), progress_epoch=0, attempt=0,
-                cancel_requested=False, created_at=self._now(),
-            )
-            session.add(row)
-            session.flush()  # the job row before its tags (foreign key)
-            session.add_all(JobTagRow(job_id=job_id, tag=tag) for tag in dict.fromkeys(spec.tags))
-            return job_public(row)
+            return job_public(self._insert_job(session, job_id, owner, spec.model_dump(mode="json"), dataset_id))
+
+    def _insert_job(self, session: Session, job_id: str, owner: str | None, spec: dict, dataset_id: str,
+                    **trial: object) -> JobRow:
+        """A queued job's row and tags (`spec` resolved, as JSON); `trial`: sweep_id, trial_index, trial_params."""
+        row = JobRow(
+            id=job_id, owner=owner, name=spec["name"], spec=spec, dataset_id=dataset_id, status="queued",
+            epochs=planned_epochs(JobSpec.model_validate(spec)), progress_epoch=0, attempt=0, cancel_requested=False,
+            created_at=self._now(),
+            **trial,
+        )
+        session.add(row)
+        session.flush()  # the job row before its tags (foreign key)
+        session.add_all(JobTagRow(job_id=job_id, tag=tag) for tag in dict.fromkeys(spec["tags"]))
+        return row
 
     def _check_queue_room(self, session: Session, owner: str | None, max_queued: int) -> None:
         if not self._db.is_sqlite:  # SQLite: the write transaction already holds the database lock
@@ -65,7 +71,8 @@ class JobStore(DatasetStore, StoreBase):
 
     def list_jobs(self, owner: str | None = None, status: str | None = None, tag: str | None = None,
                   name: str | None = None, dataset: str | None = None, order_by: str = "created_at",
-                  descending: bool = True, limit: int = 50, cursor: str | None = None) -> JobPage:
+                  descending: bool = True, limit: int = 50, cursor: str | None = None,
+                  sweep_id: str | None = None) -> JobPage:
         """Filters are exact matches. Ordering by a best_* metric puts jobs without it last.
 
         Keyset pagination over (sort value, id): pages stay stable while jobs are added.
@@ -84,6 +91,8 @@ class JobStore(DatasetStore, StoreBase):
             query = query.where(JobRow.name == name)
         if dataset is not None:
             query = query.where(JobRow.dataset_id == dataset)
+        if sweep_id is not None:
+            query = query.where(JobRow.sweep_id == sweep_id)
         if tag is not None:
             query = query.where(exists().where(JobTagRow.job_id == JobRow.id, JobTagRow.tag == tag))
         if cursor is not None:

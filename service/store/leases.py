@@ -19,7 +19,7 @@ from service.store.artifacts import StoredObject
 from service.store.base import StoreBase
 from service.store.checkpoints import CheckpointPolicy, prune_checkpoints, stored_policy
 from service.store.errors import LeaseLost, NotFound
-from service.store.jobs import JobStore
+from service.store.sweeps import SweepStore
 from service.store.models import CheckpointRow, DatasetRow, EpochMetricsRow, JobRow, UTCDateTime
 from service.store.rows import metrics_json, metrics_json_from_row, set_best, summary_before_fold
 
@@ -36,12 +36,15 @@ class ClaimedJob:
     attempt: int
     resume_checkpoint: str | None  # artifact key of the latest checkpoint; None: start from scratch
     resume_epoch: int  # epochs already done (0 without a checkpoint)
+    rungs: tuple[int, ...] = ()  # a sweep trial under ASHA: the epochs whose record_epoch decides on it
+    asha_stopped: bool = False  # ASHA stopped it at a rung it has already passed (a resumed trial)
 
 
 @dataclass(frozen=True)
 class EpochAck:
     cancel_requested: bool
     pruned: list[str] = field(default_factory=list)  # keys of the checkpoints removed
+    asha_stopped: bool = False  # the epoch was an ASHA rung and the trial did not make the cut
 
 
 def held(job_id: str, worker_id: str):
@@ -53,7 +56,7 @@ def lease_lost(job_id: str, worker_id: str) -> LeaseLost:
     return LeaseLost(f"job {job_id} is no longer held by {worker_id}")
 
 
-class LeaseStore(JobStore, StoreBase):
+class LeaseStore(SweepStore, StoreBase):
     def claim_job(self, job_id: str, worker_id: str, lease_seconds: float) -> ClaimedJob | None:
         """Take the job for `worker_id` with one compare-and-set, or return None.
 
@@ -109,7 +112,8 @@ class LeaseStore(JobStore, StoreBase):
                 job_id=job_id, spec=spec, dataset_id=row.dataset_id, dataset_key=dataset_key,
                 dataset_sha256=dataset_sha256,
                 attempt=row.attempt, resume_checkpoint=latest.key if latest else None,
-                resume_epoch=resume_epoch,
+                resume_epoch=resume_epoch, rungs=self._trial_rungs(session, row.sweep_id, row.epochs),
+                asha_stopped=row.sweep_id is not None and self._stopped_at_rung(session, job_id, resume_epoch),
             )
 
     def _end_unclaimable(self, session: Session, claimable, now: datetime) -> None:
@@ -164,14 +168,17 @@ class LeaseStore(JobStore, StoreBase):
             if is_best:
                 job_values.update(best_epoch=metrics.epoch, best_metrics=values,
                                   best_val_loss=values["val_loss"], best_val_accuracy=values["val_accuracy"])
-            cancel = session.execute(
+            held_row = session.execute(
                 update(JobRow).where(held(job_id, worker_id))
-                .values(**job_values).returning(JobRow.cancel_requested)
+                .values(**job_values).returning(JobRow.cancel_requested, JobRow.sweep_id, JobRow.epochs)
                 .execution_options(synchronize_session=False)
-            ).scalar_one_or_none()
-            if cancel is None:
+            ).one_or_none()
+            if held_row is None:
                 raise lease_lost(job_id, worker_id)
+            cancel, sweep_id, epochs = held_row
             session.add(EpochMetricsRow(job_id=job_id, is_best=is_best, created_at=now, **values))
+            asha_stopped = sweep_id is not None and self._asha_stops(session, sweep_id, job_id, metrics.epoch,
+                                                                     epochs, values)
             pruned: list[str] = []
             if checkpoint is not None:
                 session.add(CheckpointRow(job_id=job_id, epoch=metrics.epoch, key=checkpoint.key,
@@ -180,7 +187,7 @@ class LeaseStore(JobStore, StoreBase):
                 session.flush()
                 pruned = prune_checkpoints(session, job_id, checkpoint_policy or stored_policy(session, job_id))
         self.delete_objects(pruned)
-        return EpochAck(cancel_requested=bool(cancel), pruned=pruned)
+        return EpochAck(cancel_requested=bool(cancel), pruned=pruned, asha_stopped=asha_stopped)
 
     def delete_objects(self, keys: list[str]) -> None:
         """Delete objects whose rows are gone; one that cannot be deleted now is left to the orphan sweep."""
@@ -254,9 +261,10 @@ class LeaseStore(JobStore, StoreBase):
 
     def finish_job(self, job_id: str, worker_id: str, *, status: str, stop_reason: str,
                    error: str | None = None, best_epoch: int | None = None,
-                   model: StoredObject | None = None, model_card: dict[str, Any] | None = None) -> None:
+                   model: StoredObject | None = None, model_card: dict[str, Any] | None = None) -> list[str]:
         """End a job this worker holds; raises LeaseLost otherwise (another delivery owns it now).
-        `model` is an object already complete in the artifact store."""
+        `model` is an object already complete in the artifact store. A sweep's trial frees its
+        place: the same transaction releases held trials, whose job ids are returned to enqueue."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"finish_job needs a terminal status, not {status!r}")
         values: dict[str, Any] = dict(status=status, stop_reason=stop_reason, error=error,
@@ -267,13 +275,15 @@ class LeaseStore(JobStore, StoreBase):
         with self.session_scope(write=True) as session:
             finished = session.execute(
                 update(JobRow).where(held(job_id, worker_id))
-                .values(**values).execution_options(synchronize_session=False)
-            ).rowcount
-            if not finished:
+                .values(**values).returning(JobRow.sweep_id, JobRow.owner).execution_options(synchronize_session=False)
+            ).one_or_none()
+            if finished is None:
                 raise lease_lost(job_id, worker_id)
+            released = self._release_trials(session, finished.owner) if finished.sweep_id is not None else []
             if best_epoch is not None:
                 best = session.scalars(
                     select(EpochMetricsRow).where(EpochMetricsRow.job_id == job_id, EpochMetricsRow.epoch == best_epoch)
                 ).one_or_none()
                 row = self._job_row(session, job_id, None, refresh=True)
                 set_best(row, best_epoch, metrics_json_from_row(best) if best else row.best_metrics)
+        return released

@@ -113,6 +113,10 @@ class JobRow(Base):
     model_card: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # service.specs.ModelCard (0004)
     # cross-validated jobs: service.specs.CrossValidationSummary, updated as folds finish (0005)
     cross_validation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # a sweep's trial (0006): its sweep, place in the draw and drawn parameters
+    sweep_id: Mapped[str | None] = mapped_column(ID)  # no foreign key: 0006 adds it without copying `jobs`
+    trial_index: Mapped[int | None] = mapped_column(Integer)
+    trial_params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -127,7 +131,53 @@ class JobRow(Base):
         Index("ix_jobs_dataset", "dataset_id"),
         Index("ix_jobs_best_val_loss", "best_val_loss", "id"),
         Index("ix_jobs_best_val_accuracy", "best_val_accuracy", "id"),
+        # one job per trial: releasing a trial twice fails instead of running it twice
+        Index("ix_jobs_sweep_trial", "sweep_id", "trial_index", unique=True),
     )
+
+
+class SweepRow(Base):
+    """A sweep: its spec and drawn trials. Trials become jobs when released (`released` of them
+    so far, in index order), at most max_concurrent queued or running at a time."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)  # service.specs.SweepSpec, mode filled in
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    # [{"params": {...}, "spec": {resolved JobSpec}}], in draw order
+    trials: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    trial_count: Mapped[int] = mapped_column(Integer)
+    released: Mapped[int] = mapped_column(Integer, default=0)
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))
+    asha_grace_period: Mapped[int | None] = mapped_column(Integer)
+    asha_reduction_factor: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("mode IN ('min', 'max')", name="mode"),
+        Index("ix_sweeps_owner_created", "owner", "created_at", "id"),
+        Index("ix_sweeps_created", "created_at", "id"),
+    )
+
+
+class SweepRungRow(Base):
+    """A trial's result at an ASHA rung and the decision taken on it, once: a retried epoch reads
+    the same decision back."""
+
+    __tablename__ = "sweep_rungs"
+
+    sweep_id: Mapped[str] = mapped_column(ID, ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)  # the epoch
+    job_id: Mapped[str] = mapped_column(ID, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    reward: Mapped[float | None] = mapped_column(Float)  # metric, × -1 for mode min; NULL: not measured
+    continued: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class JobTagRow(Base):

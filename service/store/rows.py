@@ -24,6 +24,7 @@ def job_public(row: JobRow) -> JobPublic:
         attempt=row.attempt, dataset_id=row.dataset_id, cancel_requested=row.cancel_requested, spec=spec,
         model_card=ModelCard.model_validate(row.model_card) if row.model_card else None,
         cross_validation=CrossValidationSummary.model_validate(row.cross_validation) if row.cross_validation else None,
+        sweep_id=row.sweep_id, trial_params=row.trial_params,
     )
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.specs import BUILTIN_DATASETS, EpochMetrics, JobSpec, resolve_spec
+from service.specs import BUILTIN_DATASETS, DEFAULT_LIMITS, EpochMetrics, JobSpec, SweepSpec, resolve_spec
 from service.store import Store, StoredObject
+from service.sweeps import draw_trials
 
 
 def job_spec(builtin: str = "xor", **overrides: Any) -> JobSpec:
@@ -41,3 +42,22 @@ def store_model(store: Store, job_id: str, content: bytes) -> StoredObject:
 def read_object(store: Store, key: str) -> bytes:
     with store.artifacts.open(key) as handle:
         return handle.read()
+
+
+def sweep_spec(space: dict[str, Any] | None = None, builtin: str = "xor", base: dict[str, Any] | None = None,
+               **fields: Any) -> SweepSpec:
+    """A sweep over the learning rate on a builtin dataset; fields are SweepSpec fields."""
+    values: dict[str, Any] = {
+        "base": base or {"dataset": {"builtin": builtin}, "epochs": 5},
+        "space": space or {"optimizer.learning_rate": {"loguniform": [1e-3, 1e-1]}},
+        "max_trials": 4, "max_concurrent": 2,
+    }
+    values.update(fields)
+    return SweepSpec.model_validate(values)
+
+
+def create_sweep(store: Store, owner: str | None = None, builtin: str = "xor", **fields: Any):
+    """(sweep, released job ids), as POST /v1/sweeps stores it."""
+    spec = sweep_spec(builtin=builtin, **fields)
+    trials = draw_trials(spec, BUILTIN_DATASETS[builtin], DEFAULT_LIMITS, store.settings.max_trials_per_sweep)
+    return store.create_sweep(owner=owner, spec=spec, dataset_id=f"builtin:{builtin}", trials=trials)

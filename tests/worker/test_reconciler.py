@@ -165,3 +165,31 @@ def test_the_orphan_sweep_is_off_by_default(store, reconciler):
     os.utime(store.artifacts.local_path(orphan.key), (0, 0))
     reconciler.sweep()
     assert store.artifacts.exists(orphan.key)
+
+
+def test_sweep_releases_held_trials_a_cancel_freed_and_sends_them_at_once(store, reconciler, sent):
+    from tests.utils.factories import create_sweep
+
+    sweep, [first] = create_sweep(store, max_trials=3, max_concurrent=1)
+    assert reconciler.sweep() == [] and sent == []  # the released trial is young; nothing held may start
+    store.request_cancel(first)  # ends the trial without finish_job releasing the next
+    reconciler.sweep()
+    [released] = sent
+    trial = next(t for t in store.get_sweep(sweep.id).trials if t.job_id == released)
+    assert (trial.index, trial.status) == (1, "queued")
+    reconciler.sweep()
+    assert sent == [released]  # released once
+
+
+def test_a_released_trial_whose_publish_was_lost_is_sent_by_the_reconciler(store, reconciler, sent, clock, monotonic):
+    from tests.utils.factories import create_sweep
+
+    sweep, [first] = create_sweep(store, max_trials=2, max_concurrent=1)
+    store.claim_job(first, "w", LEASE)
+    [released] = store.finish_job(first, "w", status="succeeded", stop_reason="completed")
+    # the worker died between the commit and the publish: the trial is an ordinary queued job
+    reconciler.sweep()
+    assert sent == []  # young: its publish may still be under way
+    advance(clock, monotonic, REQUEUE_AFTER + 1)
+    reconciler.sweep()
+    assert sent == [released]

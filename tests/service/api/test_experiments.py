@@ -212,3 +212,10 @@ def test_cross_validation_stores_each_fold_and_keeps_the_refit_on_all_rows(api):
 def test_cross_validation_on_a_dataset_with_its_own_validation_set_is_refused(api):
     loc, msg = the_422(submit(api, **job_body("xor", cross_validation={"folds": 2})))
     assert loc == ["body", "cross_validation"] and "X_val" in msg
+
+
+def test_a_sweep_of_cross_validated_jobs_is_refused(api):
+    sweep = {"base": job_body("iris", cross_validation={"folds": 3}),
+             "space": {"optimizer.learning_rate": {"choice": [0.01, 0.1]}}, "max_trials": 2}
+    loc, msg = the_422(api.client.post("/v1/sweeps", json=sweep))
+    assert loc == ["body", "base", "cross_validation"] and "folds' mean" in msg

@@ -95,9 +95,10 @@ def any_database_token(settings_factory, database_url, clock):
 
 # Answers to schema-valid requests that the schema cannot foresee, all documented: an upload's
 # content (a valid .npz or .csv) is checked by the server (400/413); a spec that fits the schema
-# may not fit its dataset or a deployment's tighter caps, and a cursor is an opaque token (422).
+# may not fit its dataset or a deployment's tighter caps, a sweep's space may draw values that give
+# no valid job spec, and a cursor is an opaque token (422).
 SEMANTIC_ERRORS = {("POST", "/v1/datasets"): {400, 413}, ("POST", "/v1/jobs"): {422},
-                   ("GET", "/v1/jobs"): {422}}
+                   ("GET", "/v1/jobs"): {422}, ("POST", "/v1/sweeps"): {422}, ("GET", "/v1/sweeps"): {422}}
 
 
 @schema.parametrize()

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.config import Settings
-from service.specs import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_UNITS
+from service.specs import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_TRIALS, MAX_UNITS
 from tests.utils.api import job_body
 
 
@@ -54,7 +54,8 @@ def test_limits_endpoint_reports_the_live_caps(make_api):
     assert limits == {"max_epochs": 40, "max_hidden_layers": MAX_HIDDEN_LAYERS, "max_units": MAX_UNITS,
                       "max_parameters": MAX_PARAMETERS, "max_batch_size": MAX_BATCH_SIZE,
                       "max_upload_bytes": 5000, "max_dataset_rows": 2_000_000, "max_queued_jobs_per_owner": 3,
-                      "max_predict_rows": 10_000, "max_folds": 4}
+                      "max_predict_rows": 10_000, "max_folds": 4, "max_trials_per_sweep": MAX_TRIALS,
+                      "max_concurrent_trials_per_owner": 8}
 
 
 TIGHT = dict(max_epochs=10, max_batch_size=64, max_hidden_layers=2, max_units=32, max_parameters=2000)

@@ -339,5 +339,6 @@ def test_openapi_documents_every_endpoint_and_the_spec_example(api):
     assert set(paths) == {
         "/healthz", "/readyz", "/v1/datasets", "/v1/datasets/{dataset_id}", "/v1/jobs", "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/history", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/model",
-        "/v1/jobs/{job_id}/checkpoints", "/v1/jobs/{job_id}/predict", "/v1/jobs/{job_id}/events", "/v1/limits"}
+        "/v1/jobs/{job_id}/checkpoints", "/v1/jobs/{job_id}/predict", "/v1/jobs/{job_id}/events", "/v1/limits",
+        "/v1/sweeps", "/v1/sweeps/{sweep_id}", "/v1/sweeps/{sweep_id}/cancel"}
     assert schema["components"]["schemas"]["JobSpec"]["examples"][0]["dataset"]["builtin"] == "digits"
