@@ -639,9 +639,11 @@ def check_limits(spec: JobSpec, limits: JobLimits) -> None:
                                 f"the cap of {limits.max_epochs} (MAX_EPOCHS)")
 
 
-def planned_epochs(spec: JobSpec) -> int:
-    """Most epochs the job trains: `epochs`, or for cross-validation each fold's and the refit's."""
-    return spec.epochs * (1 if spec.cross_validation is None else spec.cross_validation.folds + 1)
+def planned_epochs(spec: dict) -> int:
+    """Most epochs a job trains, from its spec as stored (JSON): `epochs`, or for cross-validation
+    each fold's and the refit's."""
+    folds = (spec.get("cross_validation") or {}).get("folds")
+    return spec["epochs"] * (1 if folds is None else folds + 1)
 
 
 def output_units(spec: JobSpec, info: DatasetInfo) -> int:

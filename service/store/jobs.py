@@ -46,7 +46,7 @@ class JobStore(DatasetStore, StoreBase):
         """A queued job's row and tags (`spec` resolved, as JSON); `trial`: sweep_id, trial_index, trial_params."""
         row = JobRow(
             id=job_id, owner=owner, name=spec["name"], spec=spec, dataset_id=dataset_id, status="queued",
-            epochs=planned_epochs(JobSpec.model_validate(spec)), progress_epoch=0, attempt=0, cancel_requested=False,
+            epochs=planned_epochs(spec), progress_epoch=0, attempt=0, cancel_requested=False,
             created_at=self._now(),
             **trial,
         )

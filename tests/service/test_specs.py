@@ -187,7 +187,7 @@ def test_cross_validation_folds_are_checked_against_the_data_and_the_caps():
     from service.specs import JobLimits, LimitExceeded, planned_epochs
 
     job = spec(cross_validation={"folds": 5}, epochs=10)
-    assert planned_epochs(resolve_spec(job, THREE_CLASSES)) == 60  # 5 folds and the refit
+    assert planned_epochs(resolve_spec(job, THREE_CLASSES).model_dump(mode="json")) == 60  # 5 folds and the refit
     assert error_locs({"dataset": {"builtin": "iris"}, "cross_validation": {"folds": 1}}) == {("cross_validation", "folds")}
     assert mismatch(spec(cross_validation={"folds": 5}), BUILTIN_DATASETS["xor"]).loc == ("cross_validation",)
     with pytest.raises(LimitExceeded) as capped:
@@ -195,6 +195,7 @@ def test_cross_validation_folds_are_checked_against_the_data_and_the_caps():
     assert capped.value.loc == ("cross_validation", "folds")
     with pytest.raises(LimitExceeded) as too_long:
         resolve_spec(job, THREE_CLASSES, JobLimits(max_epochs=50))
+    assert planned_epochs(spec(epochs=7).model_dump(mode="json")) == 7
     assert too_long.value.loc == ("cross_validation", "folds") and "60 epochs" in too_long.value.message
     # each fold validates, so a validation monitor is fine even with validation_split 0 ...
     resolve_spec(spec(cross_validation={"folds": 3}, dataset={"builtin": "iris", "validation_split": 0.0},
