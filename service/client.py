@@ -273,13 +273,15 @@ class Client:
     def get_job(self, job_id: str) -> JobPublic:
         return self._request("GET", f"/v1/jobs/{_segment(job_id)}", model=JobPublic)
 
-    def history(self, job_id: str, *, points: int | None = None) -> HistoryPublic:
-        """Every epoch's metrics; with `points`, at most that many rows picked by the server for a chart."""
-        return self._request("GET", f"/v1/jobs/{_segment(job_id)}/history", params=_params(points=points),
+    def history(self, job_id: str, *, points: int | None = None, fold: int | None = None) -> HistoryPublic:
+        """Every epoch's metrics; with `points`, at most that many rows picked by the server for a chart;
+        with `fold`, only that fold's epochs of a cross-validated job (the folds' count: the refit)."""
+        return self._request("GET", f"/v1/jobs/{_segment(job_id)}/history", params=_params(points=points, fold=fold),
                              model=HistoryPublic)
 
-    def history_csv(self, job_id: str) -> str:
-        return self._send("GET", f"/v1/jobs/{_segment(job_id)}/history", params={"format": "csv"}).text
+    def history_csv(self, job_id: str, *, fold: int | None = None) -> str:
+        return self._send("GET", f"/v1/jobs/{_segment(job_id)}/history",
+                          params={"format": "csv", **_params(fold=fold)}).text
 
     def cancel_job(self, job_id: str) -> JobPublic:
         return self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel", model=JobPublic)
@@ -287,16 +289,19 @@ class Client:
     def checkpoints(self, job_id: str) -> list[CheckpointPublic]:
         return self._request("GET", f"/v1/jobs/{_segment(job_id)}/checkpoints", model=list[CheckpointPublic])
 
-    def download_model(self, job_id: str, path: str | Path | None = None) -> DownloadedModel:
+    def download_model(self, job_id: str, path: str | Path | None = None, *, part: str = "model") -> DownloadedModel:
         """Save the model .npz (default ./model-<id>.npz); written atomically, and only if its sha256
         matches the server's X-Model-SHA256 (ChecksumMismatch otherwise). A redirect to a presigned
-        URL (S3 artifacts) is followed without the API key."""
-        target = Path(path) if path is not None else Path(f"model-{job_id}.npz")
+        URL (S3 artifacts) is followed without the API key. `part="encoder"`: an autoencoder's
+        layers up to its narrowest, as their own model file (default ./encoder-<id>.npz)."""
+        name = f"{part}-{job_id}.npz"
+        target = Path(path) if path is not None else Path(name)
         if target.is_dir():
-            target = target / f"model-{job_id}.npz"
+            target = target / name
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        params = {} if part == "model" else {"part": part}
         try:
-            with self._http.stream("GET", f"/v1/jobs/{_segment(job_id)}/model") as response:
+            with self._http.stream("GET", f"/v1/jobs/{_segment(job_id)}/model", params=params) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise api_error(response)
@@ -308,7 +313,7 @@ class Client:
                 else:
                     digest, size = _save(response, partial)
             if expected is None or digest != expected.lower():
-                raise ChecksumMismatch(f"model of job {job_id}: sha256 {digest} does not match the "
+                raise ChecksumMismatch(f"{part} of job {job_id}: sha256 {digest} does not match the "
                                        f"server's {expected}; the download was discarded")
             os.replace(partial, target)
         except httpx.HTTPStatusError as error:

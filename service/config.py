@@ -13,8 +13,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.specs import (
-    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_PREDICT_ROWS, MAX_TRIALS, MAX_UNITS,
-    JobLimits,
+    MAX_BATCH_SIZE, MAX_EPOCHS, MAX_FOLDS, MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_PREDICT_ROWS, MAX_TRIALS,
+    MAX_UNITS, JobLimits,
 )
 
 
@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     max_parameters: int = Field(MAX_PARAMETERS, ge=1, le=MAX_PARAMETERS,
                                 description="most weights and biases in a job's network")
     max_batch_size: int = Field(MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE, description="largest `batch_size`")
+    max_folds: int = Field(MAX_FOLDS, ge=2, le=MAX_FOLDS, description="most `cross_validation.folds` of a job")
     max_queued_jobs_per_owner: int = Field(100, ge=1, description="queued jobs one owner may have waiting")
     max_predict_rows: int = Field(MAX_PREDICT_ROWS, ge=1, le=MAX_PREDICT_ROWS,
                                   description="most rows in one POST /v1/jobs/{id}/predict")
@@ -144,7 +145,7 @@ class Settings(BaseSettings):
     def job_limits(self) -> JobLimits:
         return JobLimits(max_epochs=self.max_epochs, max_hidden_layers=self.max_hidden_layers,
                          max_units=self.max_units, max_batch_size=self.max_batch_size,
-                         max_parameters=self.max_parameters)
+                         max_parameters=self.max_parameters, max_folds=self.max_folds)
 
     def unsafe_bind(self) -> str | None:
         """Why serving with these settings would be unsafe (an open API on a non-loopback address), or None."""

@@ -14,8 +14,9 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from worker.nn import check_layer_shapes, layer_shapes_from_meta
 from worker.nn import names as engine  # the engine's registries: the one source of these names
-from worker.nn.metrics import unmeasured_reason
+from worker.nn.metrics import METRICS, unmeasured_reason
 
 # Caps that keep one job's resource use bounded. These are the schema's bounds (in OpenAPI) and the
 # defaults (and ceilings) of the Settings that may tighten them per deployment: see JobLimits.
@@ -26,6 +27,7 @@ MAX_BATCH_SIZE = 65_536
 MAX_PARAMETERS = 5_000_000
 MAX_TAGS = 32
 MAX_PREDICT_ROWS = 10_000  # rows in one POST /v1/jobs/{id}/predict (Settings.max_predict_rows may lower it)
+MAX_FOLDS = 20  # cross_validation.folds (Settings.max_folds may lower it)
 MAX_TRIALS = 1000  # trials of one sweep (Settings.max_trials_per_sweep may lower it)
 MAX_SPACE_PATHS = 32  # parameters one sweep searches over
 MAX_CHOICES = 1000  # values of one `choice`
@@ -38,7 +40,8 @@ LossName = Literal[engine.LOSSES]
 InitName = Literal[engine.INITIALIZER_NAMES]
 Monitor = Literal[engine.MONITORS]
 Mode = Literal["auto", "min", "max"]
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression"]  # what a dataset's targets are
+JobTask = Literal[engine.TASKS]  # what a job learns: a dataset's task, or "autoencoder" (any dataset)
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StopReason = Literal["completed", "early_stopped", "diverged", "cancelled", "max_runtime", "error", "pruned"]
 BuiltinName = Literal["xor", "digits", "iris", "moons", "circles", "sine"]
@@ -222,6 +225,23 @@ class CheckpointSpec(Spec):
     keep_best: bool = Field(True, description="also keep the checkpoint of the best epoch so far")
 
 
+class InitFromSpec(Spec):
+    """Transfer learning: start hidden layers from another succeeded job of the same owner."""
+
+    job_id: Text = Field(min_length=1, max_length=64, description="the source job (succeeded, yours)")
+    layers: list[Annotated[int, Field(ge=0, lt=MAX_HIDDEN_LAYERS)]] = Field(
+        min_length=1, max_length=MAX_HIDDEN_LAYERS, examples=[[0, 1]],
+        description="hidden layer indexes (0-based) copied from the source: weights, biases and batch-norm "
+        "state; each must have the same shape in both networks. The source's input standardization is "
+        "used too; the output layer is always fresh")
+
+
+class CrossValidationSpec(Spec):
+    folds: int = Field(5, ge=2, le=MAX_FOLDS, examples=[5],
+                       description=f"k trainings on k seeded folds (stratified for classification), then the "
+                       f"kept model is retrained on every row; at most MAX_FOLDS (default {MAX_FOLDS})")
+
+
 class JobSpec(Spec):
     model_config = ConfigDict(
         json_schema_extra={  # merged with Spec's model_config
@@ -240,9 +260,13 @@ class JobSpec(Spec):
     tags: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=MAX_TAGS, examples=[["demo"]])
     dataset: DatasetSpec
+    task: JobTask | None = Field(
+        None, description="default: the dataset's task. \"autoencoder\" (any dataset) learns to reconstruct the "
+        "inputs: loss mse (of the standardized inputs) or binary_crossentropy (raw inputs in [0, 1]), an output "
+        "layer as wide as the input")
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: LossName | None = Field(
-        None, description="default: categorical_crossentropy for classification, mse for regression")
+        None, description="default: categorical_crossentropy for classification, mse for regression and autoencoders")
     optimizer: Optimizer = Field(default_factory=Adam)
     epochs: int = Field(20, ge=1, le=MAX_EPOCHS,
                         description=f"at most MAX_EPOCHS (default {MAX_EPOCHS}; a deployment may set less)")
@@ -255,6 +279,12 @@ class JobSpec(Spec):
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     max_runtime_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    init_from: InitFromSpec | None = None
+    freeze: list[Annotated[int, Field(ge=0, lt=MAX_HIDDEN_LAYERS)]] = Field(
+        default_factory=list, max_length=MAX_HIDDEN_LAYERS, examples=[[0]],
+        description="hidden layers (0-based) held fixed: no gradient step, no optimizer state, batch norm on "
+        "its running statistics")
+    cross_validation: CrossValidationSpec | None = None
 
 
 # ---------------------------------------------------------------- sweeps
@@ -404,6 +434,31 @@ class EpochMetrics(BaseModel):
     val_mae: float | None = None
     lr: float | None = None
     seconds: float | None = None
+    # cross-validated jobs only (null otherwise): `epoch` counts across the whole job, so it stays
+    # increasing (event ids, progress, resume); `fold` is the training (0..k-1, k for the refit on
+    # all rows) and `fold_epoch` the epoch within it (1-based)
+    fold: int | None = None
+    fold_epoch: int | None = None
+
+
+class FoldSummary(BaseModel):
+    fold: int
+    best_epoch: int = Field(description="the fold's best epoch, counted within the fold (its fold_epoch)")
+    best_metrics: dict[str, float] = Field(description="the metrics of that epoch")
+    epochs_run: int
+    stop_reason: str
+
+
+class CrossValidationSummary(BaseModel):
+    """A cross-validated job's estimate: each finished fold's best epoch, and once every fold is
+    done the mean and population standard deviation of their best metrics. The job's model is the
+    refit on every row for `refit_epochs` (the folds' mean best epoch, rounded)."""
+
+    monitor: str = Field(description="what picked each fold's best epoch: early stopping's monitor, else val_loss")
+    folds: list[FoldSummary] = Field(default_factory=list)
+    mean: dict[str, float] | None = None
+    std: dict[str, float] | None = None
+    refit_epochs: int | None = None
 
 
 class Progress(BaseModel):
@@ -457,6 +512,8 @@ class JobPublic(BaseModel):
     cancel_requested: bool = False
     spec: JobSpec
     model_card: ModelCard | None = Field(None, description="what produced the model; null until the job has one")
+    cross_validation: CrossValidationSummary | None = Field(
+        None, description="cross-validated jobs: the folds' results so far, then their mean and std")
     sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
     trial_params: dict[str, bool | int | float | str | None] | None = Field(
         None, description="a trial's drawn values, by dotted spec path")
@@ -494,6 +551,7 @@ class LimitsPublic(BaseModel):
     max_dataset_bytes: int
     max_queued_jobs_per_owner: int
     max_predict_rows: int
+    max_folds: int
     max_trials_per_sweep: int
     max_concurrent_trials_per_owner: int
 
@@ -510,7 +568,8 @@ class PredictRequest(Spec):
 
 class PredictResponse(BaseModel):
     outputs: list[list[float]] = Field(description="the output layer per row: softmax probabilities, "
-                                       "the sigmoid's P(labels[1]), or the regression values")
+                                       "the sigmoid's P(labels[1]), the regression values, or an autoencoder's "
+                                       "reconstruction in the inputs' own units")
     classes: list[str | int | float | bool] | None = Field(
         None, description="classifiers: each row's predicted label (Model.predict)")
     probabilities: list[list[float]] | None = Field(
@@ -548,6 +607,7 @@ class JobLimits:
     max_units: int = MAX_UNITS
     max_batch_size: int = MAX_BATCH_SIZE
     max_parameters: int = MAX_PARAMETERS
+    max_folds: int = MAX_FOLDS
 
 
 DEFAULT_LIMITS = JobLimits()
@@ -569,9 +629,27 @@ def check_limits(spec: JobSpec, limits: JobLimits) -> None:
         if layer.units > limits.max_units:
             raise LimitExceeded(("model", "hidden_layers", index, "units"),
                                 f"{layer.units} units exceed the cap of {limits.max_units} (MAX_UNITS)")
+    if spec.cross_validation is not None:
+        folds = spec.cross_validation.folds
+        if folds > limits.max_folds:
+            raise LimitExceeded(("cross_validation", "folds"),
+                                f"{folds} folds exceed the cap of {limits.max_folds} (MAX_FOLDS)")
+        if spec.epochs * (folds + 1) > limits.max_epochs:  # k folds and the refit, each up to `epochs`
+            raise LimitExceeded(("cross_validation", "folds"),
+                                f"{folds} folds and the refit train up to {spec.epochs * (folds + 1)} epochs, over "
+                                f"the cap of {limits.max_epochs} (MAX_EPOCHS)")
+
+
+def planned_epochs(spec: dict) -> int:
+    """Most epochs a job trains, from its spec as stored (JSON): `epochs`, or for cross-validation
+    each fold's and the refit's."""
+    folds = (spec.get("cross_validation") or {}).get("folds")
+    return spec["epochs"] * (1 if folds is None else folds + 1)
 
 
 def output_units(spec: JobSpec, info: DatasetInfo) -> int:
+    if spec.task == "autoencoder":
+        return info.features
     if spec.loss == "categorical_crossentropy":
         return len(info.classes)
     if spec.loss == "binary_crossentropy":
@@ -587,18 +665,27 @@ def parameter_count(spec: JobSpec, info: DatasetInfo) -> int:
 
 
 def resolve_spec(spec: JobSpec, info: DatasetInfo, limits: JobLimits = DEFAULT_LIMITS) -> JobSpec:
-    """Return `spec` with data-dependent defaults filled in; raise SpecMismatch if it cannot fit
-    (LimitExceeded if it is over one of `limits`)."""
+    """Return `spec` with data-dependent defaults filled in (task, loss, output activation); raise
+    SpecMismatch if it cannot fit (LimitExceeded if it is over one of `limits`). A transfer's
+    source is checked separately (check_transfer): it needs another job."""
     check_limits(spec, limits)
-    loss = spec.loss or ("categorical_crossentropy" if info.task == "classification" else "mse")
-    if info.task == "regression" and loss != "mse":
-        raise SpecMismatch(("loss",), f"{loss} needs a classification dataset; this one is regression (use mse)")
-    if info.task == "classification" and loss == "mse":
-        raise SpecMismatch(("loss",), "mse needs a regression dataset; this one is classification")
-    if loss == "binary_crossentropy" and len(info.classes) != 2:
-        raise SpecMismatch(("loss",), f"binary_crossentropy needs 2 classes; the dataset has {len(info.classes)}")
-    if loss == "categorical_crossentropy" and len(info.classes) < 2:
-        raise SpecMismatch(("loss",), "categorical_crossentropy needs at least 2 classes")
+    task = spec.task or info.task
+    if task == "autoencoder":
+        loss = spec.loss or "mse"
+        if loss not in engine.AUTOENCODER_LOSSES:
+            raise SpecMismatch(("loss",), f"an autoencoder reconstructs its inputs with "
+                               f"{' or '.join(engine.AUTOENCODER_LOSSES)}, not {loss}")
+    else:
+        if task != info.task:
+            raise SpecMismatch(("task",), f"{task} needs a {task} dataset; this one is {info.task} "
+                               "(or use task autoencoder)")
+        loss = spec.loss or ("categorical_crossentropy" if task == "classification" else "mse")
+        if engine.LOSS_TASK[loss] != task:
+            raise SpecMismatch(("loss",), f"{loss} needs a {engine.LOSS_TASK[loss]} dataset; this one is {task}")
+        if loss == "binary_crossentropy" and len(info.classes) != 2:
+            raise SpecMismatch(("loss",), f"binary_crossentropy needs 2 classes; the dataset has {len(info.classes)}")
+        if loss == "categorical_crossentropy" and len(info.classes) < 2:
+            raise SpecMismatch(("loss",), "categorical_crossentropy needs at least 2 classes")
 
     output = spec.model.output_activation or engine.DEFAULT_OUTPUT_ACTIVATION[loss]
     required = engine.REQUIRED_OUTPUT_ACTIVATION.get(loss)
@@ -607,23 +694,39 @@ def resolve_spec(spec: JobSpec, info: DatasetInfo, limits: JobLimits = DEFAULT_L
     if loss == "mse" and output == "softmax":
         raise SpecMismatch(("model", "output_activation"), "softmax output needs a classification loss, not mse")
 
-    has_val = info.has_validation or spec.dataset.validation_split > 0
-    train_rows = info.rows if info.has_validation else int(info.rows * (1 - spec.dataset.validation_split))
-    if train_rows < 1:
-        raise SpecMismatch(("dataset", "validation_split"), "leaves no rows to train on")
-    if spec.dataset.validation_split > 0 and not info.has_validation:
-        val_rows = info.rows - train_rows
-        if val_rows < 1:
-            raise SpecMismatch(("dataset", "validation_split"), "leaves no rows to validate on")
+    n_hidden = len(spec.model.hidden_layers)
+    for position, layer in enumerate(spec.freeze):
+        if layer >= n_hidden:
+            raise SpecMismatch(("freeze", position), f"layer {layer} is not a hidden layer (there are {n_hidden})")
+        if layer in spec.freeze[:position]:
+            raise SpecMismatch(("freeze", position), f"layer {layer} is listed twice")
+    if spec.init_from is not None:
+        for position, layer in enumerate(spec.init_from.layers):
+            if layer >= n_hidden:
+                raise SpecMismatch(("init_from", "layers", position),
+                                   f"layer {layer} is not a hidden layer of this spec (there are {n_hidden})")
+            if layer in spec.init_from.layers[:position]:
+                raise SpecMismatch(("init_from", "layers", position), f"layer {layer} is listed twice")
+
+    if spec.cross_validation is None:
+        has_val = _check_validation_split(spec, info)
+    else:
+        _check_folds(spec, info)
+        has_val = True  # each fold validates on its held-out part
     monitors = [("early_stopping", "monitor", spec.early_stopping.monitor)] if spec.early_stopping else []
     if isinstance(spec.lr_schedule, ReduceOnPlateau):
         monitors.append(("lr_schedule", "monitor", spec.lr_schedule.monitor))
+        if spec.cross_validation is not None and METRICS[spec.lr_schedule.monitor].validation:
+            raise SpecMismatch(("lr_schedule", "monitor"), "cross-validation's refit trains on every row without "
+                               f"validation, so reduce_on_plateau cannot watch {spec.lr_schedule.monitor}; "
+                               "use a train_ metric")
     for section, field_name, monitor in monitors:
-        reason = unmeasured_reason(monitor, info.task, has_val)
+        reason = unmeasured_reason(monitor, task, has_val)
         if reason is not None:
             raise SpecMismatch((section, field_name), reason)
 
     resolved = spec.model_copy(deep=True)
+    resolved.task = task
     resolved.loss = loss
     resolved.model.output_activation = output
     params = parameter_count(resolved, info)
@@ -631,3 +734,64 @@ def resolve_spec(spec: JobSpec, info: DatasetInfo, limits: JobLimits = DEFAULT_L
         raise LimitExceeded(("model", "hidden_layers"),
                             f"{params} parameters exceed the cap of {limits.max_parameters} (MAX_PARAMETERS)")
     return resolved
+
+
+def _check_validation_split(spec: JobSpec, info: DatasetInfo) -> bool:
+    """Whether the job validates; SpecMismatch when the split leaves a part empty."""
+    train_rows = info.rows if info.has_validation else int(info.rows * (1 - spec.dataset.validation_split))
+    if train_rows < 1:
+        raise SpecMismatch(("dataset", "validation_split"), "leaves no rows to train on")
+    if spec.dataset.validation_split > 0 and not info.has_validation:
+        val_rows = info.rows - train_rows
+        if val_rows < 1:
+            raise SpecMismatch(("dataset", "validation_split"), "leaves no rows to validate on")
+    return info.has_validation or spec.dataset.validation_split > 0
+
+
+def _check_folds(spec: JobSpec, info: DatasetInfo) -> None:
+    folds = spec.cross_validation.folds
+    if info.has_validation:
+        raise SpecMismatch(("cross_validation",), "this dataset has its own validation set (X_val); "
+                           "cross-validation holds out each fold instead, so use a dataset without one")
+    if folds > info.rows:
+        raise SpecMismatch(("cross_validation", "folds"), f"{folds} folds need at least {folds} rows; "
+                           f"the dataset has {info.rows}")
+
+
+@dataclass(frozen=True)
+class TransferSource:
+    """What a transfer's source job offers: its input width and hidden layers (units, batch_norm),
+    read from its stored spec and dataset (no model file is loaded to check a submission)."""
+
+    input_size: int
+    hidden: tuple[tuple[int, bool], ...]
+    standardized: bool = False  # its inputs were standardized: the target's are, with its mean/std
+
+    @classmethod
+    def of(cls, spec: JobSpec, info: DatasetInfo) -> "TransferSource":
+        return cls(info.features, tuple((layer.units, layer.batch_norm) for layer in spec.model.hidden_layers),
+                   spec.dataset.standardize)
+
+
+def check_transfer(spec: JobSpec, info: DatasetInfo, source: TransferSource) -> None:
+    """SpecMismatch naming the first `init_from.layers` entry the source cannot fill (the engine's
+    own shape check, worker.nn.check_layer_shapes, run on shapes alone)."""
+    if source.standardized and not spec.dataset.standardize:
+        raise SpecMismatch(("dataset", "standardize"), "the source job standardized its inputs, and its layers "
+                           "expect inputs scaled its way: keep standardize true (its mean and std are used)")
+    hidden = [(layer.units, layer.batch_norm) for layer in spec.model.hidden_layers]
+    source_meta = {"input_size": source.input_size, "loss": None,
+                   "layers": [{"units": units, "batch_norm": bn} for units, bn in source.hidden]}
+    for position, layer in enumerate(spec.init_from.layers):
+        loc = ("init_from", "layers", position)
+        if layer >= len(source.hidden):
+            raise SpecMismatch(loc, f"the source job has {len(source.hidden)} hidden layers; it has no layer {layer}")
+        fan_in = source.input_size if layer == 0 else source.hidden[layer - 1][0]
+        mine = info.features if layer == 0 else hidden[layer - 1][0]
+        if (fan_in, source.hidden[layer][0]) != (mine, hidden[layer][0]):
+            raise SpecMismatch(loc, f"source layer {layer} is {fan_in}→{source.hidden[layer][0]}, this spec's layer "
+                               f"{layer} is {mine}→{hidden[layer][0]}")
+        try:
+            check_layer_shapes(layer_shapes_from_meta(source_meta, [layer]), info.features, hidden)
+        except ValueError as error:  # batch norm on one side only
+            raise SpecMismatch(loc, str(error).removeprefix("transfer: ")) from None

@@ -139,6 +139,10 @@ def draw_trials(spec: SweepSpec, info: DatasetInfo, limits: JobLimits, max_trial
     if spec.max_trials > max_trials:
         raise SweepError(("max_trials",), f"{spec.max_trials} trials exceed the cap of {max_trials} "
                          "(MAX_TRIALS_PER_SWEEP)", spec.max_trials, "limit_exceeded")
+    if spec.base.cross_validation is not None:  # its estimate is the folds' mean, not one epoch's metric
+        raise SweepError(("base", "cross_validation"), "a sweep ranks each trial by its best epoch's metric (and "
+                         "ASHA compares trials epoch by epoch); a cross-validated trial's estimate is its folds' mean, "
+                         "so sweeps do not take cross-validated jobs", None, "spec_mismatch")
     has_validation = info.has_validation or spec.base.dataset.validation_split > 0
     reason = unmeasured_reason(spec.metric, info.task, has_validation)
     if reason is not None:

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from service.events import job_events
-from service.specs import EpochMetrics
+from service.specs import CrossValidationSummary, EpochMetrics
 from service.store import CheckpointPolicy, Store
 
 
@@ -40,8 +40,8 @@ class EpochBookkeeper:
     def __exit__(self, *_exc) -> None:
         self._executor.shutdown(wait=True)  # an epoch in flight is finished (or fails) before the run ends
 
-    def submit(self, metrics: EpochMetrics, *, is_best: bool,
-               checkpoint: Callable[[BinaryIO], object] | None) -> str | None:
+    def submit(self, metrics: EpochMetrics, *, is_best: bool, checkpoint: Callable[[BinaryIO], object] | None,
+               cross_validation: CrossValidationSummary | None = None) -> str | None:
         """Hand over one finished epoch; waits for the previous one and re-raises its error.
 
         Once the previous epoch's transaction acknowledged a cancel request or stopped the trial
@@ -53,7 +53,7 @@ class EpochBookkeeper:
         reason = ("cancelled" if self.cancel_requested else "pruned" if self.asha_stopped
                   else "shutdown" if self._shutdown() else None)
         if reason is None:
-            self._pending = self._executor.submit(self._record, metrics, is_best, checkpoint)
+            self._pending = self._executor.submit(self._record, metrics, is_best, checkpoint, cross_validation)
         self.blocked_seconds.append(self._clock() - started)
         return reason
 
@@ -68,14 +68,15 @@ class EpochBookkeeper:
         if self._pending is not None and self._pending.done():
             self.wait()
 
-    def _record(self, metrics: EpochMetrics, is_best: bool, checkpoint) -> None:
+    def _record(self, metrics: EpochMetrics, is_best: bool, checkpoint, cross_validation) -> None:
         started = self._clock()
         stored = None
         if checkpoint is not None:
             # complete in the artifact store before the epoch's transaction names it
             stored = self._store.artifacts.write(self._store.checkpoint_key(self._job_id, metrics.epoch), checkpoint)
         ack = self._store.record_epoch(self._job_id, self._worker_id, metrics, is_best=is_best, checkpoint=stored,
-                                       lease_seconds=self._lease_seconds, checkpoint_policy=self._policy)
+                                       lease_seconds=self._lease_seconds, checkpoint_policy=self._policy,
+                                       cross_validation=cross_validation)
         if ack.cancel_requested:
             self.cancel_requested = True
         if ack.asha_stopped:

@@ -29,12 +29,15 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from service.events import job_events
-from service.specs import EpochMetrics, JobSpec
+from service.specs import CrossValidationSummary, EpochMetrics, FoldSummary, JobSpec
 from service.store import CheckpointPolicy, LeaseLost, Store
 from worker.bookkeeping import EpochBookkeeper
 from worker.datasets import load_dataset
 from worker.model_card import model_card
-from worker.nn import EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig
+from worker.nn import (
+    CrossValidation, EarlyStoppingConfig, LayerConfig, OptimizerConfig, ScheduleConfig, Trainer, TrainConfig,
+    Transfer, load_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ def train_config(spec: JobSpec) -> TrainConfig:
         early_stopping=EarlyStoppingConfig(**spec.early_stopping.model_dump()) if spec.early_stopping else None,
         validation_split=spec.dataset.validation_split,
         standardize=spec.dataset.standardize,
+        task=spec.task,
+        freeze=list(spec.freeze),
     )
 
 
@@ -187,7 +192,7 @@ def _run_job(store: Store, job_id: str, worker_id: str, lease_seconds: float, mo
             log.info("job %s: shutting down; handed back (%s) for another worker to resume", job_id, status)
             return "released" if status == "queued" else status
         # the object is complete before the row names it
-        stored = store.artifacts.write(store.model_key(job_id), model.save) if outcome.keeps_model else None
+        stored = store.artifacts.write(store.model_key(job_id), model.save) if model is not None else None
         released = store.finish_job(job_id, worker_id, status=outcome.status, stop_reason=outcome.stop_reason,
                                     error=outcome.error, best_epoch=best_epoch, model=stored,
                                     model_card=model.meta["card"] if stored else None)
@@ -216,28 +221,41 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
     spec = claim.spec
     config = train_config(spec)
     data = load_dataset(claim.dataset_id, claim.dataset_key, spec.seed, store.artifacts)
-    trainer = Trainer(config, data.X, data.y, X_val=data.X_val, y_val=data.y_val)
+    transfer = transfer_from(store, spec)
+    autoencoder = spec.task == "autoencoder"  # its target is X: the dataset's y is not used
+    y, y_val = (None, None) if autoencoder else (data.y, data.y_val)
+    if spec.cross_validation is not None:  # the API refuses datasets with their own X_val
+        run = CrossValidation(config, data.X, y, folds=spec.cross_validation.folds, transfer=transfer)
+    else:
+        run = Trainer(config, data.X, y, X_val=data.X_val, y_val=y_val, transfer=transfer)
     if claim.resume_checkpoint is not None:
-        # the checkpoint holds no history (O(model) whatever the epoch): the epoch rows are it
-        fields, rows = store.history_rows(claim.job_id)
-        history = [dict(zip(fields, row)) for row in rows]
-        history = [entry for entry in history if entry["epoch"] <= claim.resume_epoch]
         with store.artifacts.local_copy(claim.resume_checkpoint) as path:
-            trainer.load_checkpoint(path, history)
-        if trainer.epoch != claim.resume_epoch:
-            raise RuntimeError(f"checkpoint holds epoch {trainer.epoch}, the job's history ends at {claim.resume_epoch}")
+            if isinstance(run, CrossValidation):  # it keeps what it reports of each fold in its own state
+                run.load_checkpoint(path)
+            else:  # the checkpoint holds no history (O(model) whatever the epoch): the epoch rows are it
+                run.load_checkpoint(path, stored_history(store, claim))
+        if epochs_done(run) != claim.resume_epoch:
+            raise RuntimeError(f"checkpoint holds epoch {epochs_done(run)}, the job's history ends at {claim.resume_epoch}")
     every = spec.checkpoint.every_epochs
+    summarized: list[int | None] = [None]  # folds finished as of the summary last recorded (none yet)
 
     with EpochBookkeeper(store, claim.job_id, worker_id, lease_seconds=lease_seconds,
                          policy=CheckpointPolicy.of(spec), shutdown=shutdown_requested) as bookkeeper:
         bookkeeper.asha_stopped = claim.asha_stopped  # stopped at a rung before the worker was lost
 
         def on_epoch_end(end) -> str | None:
-            due = end.epoch % every == 0 or end.epoch == config.epochs
-            metrics = EpochMetrics(epoch=end.epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
-            asked = bookkeeper.submit(metrics, is_best=end.is_best,
-                                      checkpoint=end.trainer.checkpoint_snapshot() if due else None)
-            if asked is None and end.epoch in claim.rungs:
+            # a cross-validated job numbers its epochs across folds and the refit (see EpochMetrics)
+            epoch = end.epoch if end.fold is None else end.run.epochs_done
+            due = epoch % every == 0 or end.epoch == config.epochs
+            metrics = EpochMetrics(epoch=epoch, **{k: v for k, v in end.metrics.items() if k in EpochMetrics.model_fields})
+            summary = None
+            if end.fold is not None:
+                metrics.fold, metrics.fold_epoch = end.fold, end.epoch
+                if summarized[0] != len(end.run.results):  # a fold ended (or this run just began)
+                    summary, summarized[0] = cross_validation_summary(end.run), len(end.run.results)
+            asked = bookkeeper.submit(metrics, is_best=end.is_best, cross_validation=summary,
+                                      checkpoint=end.run.checkpoint_snapshot() if due else None)
+            if asked is None and epoch in claim.rungs:  # no rungs for a cross-validated job (sweeps refuse it)
                 bookkeeper.wait()  # ASHA decides in this epoch's transaction: stop here if it says so
                 asked = "pruned" if bookkeeper.asha_stopped else None
             return asked
@@ -249,12 +267,54 @@ def _train(store: Store, claim, worker_id: str, lease_seconds: float, monotonic)
         should_stop = StopPolicy(store, claim.job_id, spec.max_runtime_seconds, monotonic,
                                  worker_id=worker_id, lease_seconds=lease_seconds, shutdown=shutdown_requested,
                                  also=stop_requested)
-        result = trainer.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
+        result = run.fit(on_epoch_end=on_epoch_end, should_stop=should_stop)
         bookkeeper.wait()  # the last epoch is recorded before the outcome is
     stop_reason = result.stop_reason
     if bookkeeper.cancel_requested and stop_reason in ("completed", "early_stopped"):
         stop_reason = "cancelled"  # acknowledged by the last epoch's transaction, as before the end
-    outcome, model = outcome_of(stop_reason, result.stopped_epoch), trainer.model
-    if outcome.keeps_model:  # the card travels in the file's meta and onto the job (issue 9)
+    outcome = outcome_of(stop_reason, result.stopped_epoch)
+    if isinstance(run, CrossValidation):
+        best_epoch = None  # each fold's best is in the summary; the job's best_* follow is_best (see README)
+        if outcome.keeps_model and stop_reason != "completed":  # time ran out before the refit's model
+            outcome = Outcome("failed", stop_reason, f"cross-validation stopped ({stop_reason}) in fold {run.fold} "
+                              "before the model was refit on all rows; the folds' results are kept")
+    else:
+        best_epoch = result.best_epoch
+    model = run.model if outcome.keeps_model else None
+    if model is not None:  # the card travels in the file's meta and onto the job (issue 9)
         model.meta["card"] = model_card(claim, data).model_dump(mode="json")
-    return outcome, result.best_epoch, model
+    return outcome, best_epoch, model
+
+
+def stored_history(store: Store, claim) -> list[dict]:
+    """The job's epochs up to the resumed checkpoint, as the engine's history entries."""
+    fields, rows = store.history_rows(claim.job_id)
+    history = [dict(zip(fields, row)) for row in rows]
+    return [entry for entry in history if entry["epoch"] <= claim.resume_epoch]
+
+
+def epochs_done(run) -> int:
+    return run.epochs_done if isinstance(run, CrossValidation) else run.epoch
+
+
+def transfer_from(store: Store, spec: JobSpec) -> Transfer | None:
+    """The source job's layers and input standardization (init_from), read from its model file
+    (the API checked at submission that it is the owner's, succeeded, and fits)."""
+    if spec.init_from is None:
+        return None
+    stored = store.model_file(spec.init_from.job_id)
+    with store.artifacts.local_copy(stored.key) as path:
+        source = load_model(path)
+    return Transfer.from_model(source, spec.init_from.layers)
+
+
+def cross_validation_summary(run: CrossValidation) -> CrossValidationSummary:
+    summary = run.summary()  # None until every fold is done
+    early_stopping = run.config.early_stopping
+    return CrossValidationSummary(
+        monitor=early_stopping.monitor if early_stopping is not None else "val_loss",
+        folds=[FoldSummary(fold=r.fold, best_epoch=r.best_epoch, best_metrics=r.best_metrics,
+                           epochs_run=r.epochs_run, stop_reason=r.stop_reason) for r in run.results],
+        mean=summary["mean"] if summary else None, std=summary["std"] if summary else None,
+        refit_epochs=run.refit_epochs,
+    )

@@ -19,10 +19,10 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from service.api.deps import EnqueuerDep, JobEventsDep, OwnerDep, SettingsDep, StoreDep
 from service.api.downsample import downsample
 from service.api.errors import error_responses
-from service.api.portable import ModelCacheDep, digest_headers, not_modified, onnx_download
+from service.api.portable import ModelCacheDep, built_download, digest_headers, not_modified
 from service.specs import (
-    BUILTIN_DATASETS, BUILTIN_PREFIX, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics, HistoryPublic,
-    JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, resolve_spec,
+    BUILTIN_DATASETS, BUILTIN_PREFIX, MAX_FOLDS, CheckpointPublic, DatasetInfo, DatasetSpec, EpochMetrics,
+    HistoryPublic, JobPage, JobPublic, JobSpec, JobStatus, SpecMismatch, TransferSource, check_transfer, resolve_spec,
 )
 from service.store import ArtifactError, ArtifactStore, NotFound, Store, StoredObject
 
@@ -45,6 +45,8 @@ def submit_job(spec: JobSpec, store: StoreDep, enqueuer: EnqueuerDep, owner: Own
     dataset_id, info = dataset_for(spec.dataset, store, owner)
     try:
         resolved = resolve_spec(spec, info, settings.job_limits)
+        if resolved.init_from is not None:
+            check_transfer(resolved, info, transfer_source(resolved.init_from.job_id, store, owner))
     except SpecMismatch as mismatch:  # same 422 shape as a schema error, located in the body
         raise RequestValidationError([{
             "type": mismatch.type, "loc": ("body", *mismatch.loc), "msg": mismatch.message,
@@ -69,6 +71,20 @@ def value_at(body: object, loc: tuple[str | int, ...]) -> object:
         else:
             return None
     return body
+
+
+def transfer_source(job_id: str, store: Store, owner: str | None) -> TransferSource:
+    """The layers `init_from` may copy: a succeeded job of this owner (SpecMismatch otherwise; another
+    owner's job is answered exactly as a missing one)."""
+    try:
+        source = store.get_job(job_id, owner=owner)
+    except NotFound:
+        raise SpecMismatch(("init_from", "job_id"), f"no job {job_id} of yours") from None
+    if source.status != "succeeded":
+        raise SpecMismatch(("init_from", "job_id"), f"job {job_id} is {source.status}; layers are copied only "
+                           "from a succeeded job's model")
+    _, source_info = dataset_for(source.spec.dataset, store, owner)
+    return TransferSource.of(source.spec, source_info)
 
 
 def dataset_for(spec: DatasetSpec, store: Store, owner: str | None) -> tuple[str, DatasetInfo]:
@@ -113,9 +129,11 @@ def get_job(job_id: str, store: StoreDep, owner: OwnerDep) -> JobPublic:
 def get_history(job_id: str, store: StoreDep, owner: OwnerDep, format: Literal["json", "csv"] = "json",
                 points: Annotated[int | None, Query(ge=2, le=10_000, description="at most this many epochs, picked "
                                   "for a chart: the first, the last, and each bucket's lowest and highest loss")] = None,
+                fold: Annotated[int | None, Query(ge=0, le=MAX_FOLDS, description="a cross-validated job: only "
+                                "this fold's epochs (0..k-1; k is the refit on all rows)")] = None,
                 ) -> Response:
     # serialized by hand from plain rows: a 10,000-epoch history is read on every poll of a dashboard
-    fields, rows = store.history_rows(job_id, owner=owner)
+    fields, rows = store.history_rows(job_id, owner=owner, fold=fold)
     rows = in_history_order(fields, rows)
     if points is not None:
         rows = downsample(rows, points, HISTORY_COLUMNS)
@@ -161,19 +179,24 @@ def cancel_job(job_id: str, store: StoreDep, owner: OwnerDep, events: JobEventsD
     "/{job_id}/model",
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}},
-                     "description": "the model .npz, or with `?format=onnx` the network as ONNX",
+                     "description": "the model .npz, or with `?format=onnx` the network as ONNX; with "
+                     "`?part=encoder` (autoencoders) the layers up to the narrowest, as their own model file",
                      "headers": {"X-Model-SHA256": {"description": "hex sha256 of the bytes served",
                                                     "schema": {"type": "string"}}}},
                307: {"description": "with S3 artifacts and DOWNLOAD_URL_SECONDS > 0: a presigned URL of the "
                                     "file (the same X-Model-SHA256 and ETag headers)"},
                304: {"description": "`If-None-Match` holds the model's ETag: the copy you have is current"},
+               422: {"description": "`part=encoder` for a job that is not an autoencoder"},
                **NOT_FOUND, **error_responses(
                    409, _409="the job has no model (yet), or (ONNX) its network cannot be expressed in ONNX")},
 )
 def download_model(job_id: str, store: StoreDep, owner: OwnerDep, settings: SettingsDep, cache: ModelCacheDep,
-                   request: Request, format: Literal["npz", "onnx"] = "npz") -> Response:
-    if format == "onnx":
-        return onnx_download(job_id, store, owner, cache, request)
+                   request: Request, format: Literal["npz", "onnx"] = "npz",
+                   part: Annotated[Literal["model", "encoder"], Query(
+                       description="encoder: an autoencoder's layers up to its narrowest (codes as outputs)")] = "model",
+                   ) -> Response:
+    if format == "onnx" or part != "model":
+        return built_download(job_id, store, owner, cache, request, part=part, format=format)
     model = store.model_file(job_id, owner=owner)
     filename = f"model-{job_id}.npz"
     headers = digest_headers(model.sha256)

@@ -46,18 +46,27 @@ def not_modified(request: Request, headers: dict[str, str]) -> bool:
     return headers["ETag"] in request.headers.get("if-none-match", "")
 
 
-def onnx_download(job_id: str, store: Store, owner: str | None, cache: ModelCache, request: Request) -> Response:
-    """GET /v1/jobs/{id}/model?format=onnx: built in this process from the model file, once."""
+def built_download(job_id: str, store: Store, owner: str | None, cache: ModelCache, request: Request, *,
+                   part: str, format: str) -> Response:
+    """GET /v1/jobs/{id}/model?format=onnx and ?part=encoder: built in this process from the model
+    file, once. The encoder needs an autoencoder job (422 naming `part` otherwise)."""
+    if part == "encoder":
+        task = store.get_job(job_id, owner=owner).spec.task
+        if task != "autoencoder":
+            raise RequestValidationError([{
+                "type": "not_an_autoencoder", "loc": ("query", "part"), "input": part,
+                "msg": f"only an autoencoder job has an encoder part; job {job_id} is a {task} job"}])
     stored = cache.find(store, job_id, owner)
     try:
-        onnx_file = cache.onnx(store, stored)
+        built = cache.built(store, stored, part=part, format=format)
     except NotExportable as reason:
         raise Conflict(f"job {job_id}: the model cannot be exported to ONNX: {reason}") from None
-    headers = digest_headers(onnx_file.sha256)
+    headers = digest_headers(built.sha256)
     if not_modified(request, headers):
         return Response(status_code=304, headers=headers)
-    headers["Content-Disposition"] = f'attachment; filename="model-{job_id}.onnx"'
-    return Response(onnx_file.content, media_type="application/octet-stream", headers=headers)
+    name = "model" if part == "model" else part
+    headers["Content-Disposition"] = f'attachment; filename="{name}-{job_id}.{format}"'
+    return Response(built.content, media_type="application/octet-stream", headers=headers)
 
 
 @router.post(

@@ -1,6 +1,7 @@
-"""Per-process caches: the loaded Model (for predict) and the built ONNX file, keyed by the model
-file's sha256, at most MODEL_CACHE_SIZE of each, least recently used dropped first. The same bytes
-always give the same Model and the same ONNX, so a key never goes stale.
+"""Per-process caches: the loaded Model (for predict) and the files built from it (the ONNX form,
+an autoencoder's encoder as a model file or ONNX), keyed by the model file's sha256, at most
+MODEL_CACHE_SIZE of each, least recently used dropped first. The same bytes always give the same
+Model and the same built files, so a key never goes stale.
 
 Also which model a (job, owner) may use: a job gets its model once, when it succeeds, and it never
 changes after (jobs are not deleted; their owner is fixed), so after one successful lookup a
@@ -62,7 +63,7 @@ class LRUCache(Generic[V]):
 
 
 @dataclass(frozen=True)
-class OnnxFile:
+class BuiltFile:
     content: bytes
     sha256: str
 
@@ -70,7 +71,7 @@ class OnnxFile:
 class ModelCache:
     def __init__(self, size: int):
         self.models: LRUCache[Model] = LRUCache(size)
-        self.onnx_files: LRUCache[OnnxFile] = LRUCache(size)
+        self.built_files: LRUCache[BuiltFile] = LRUCache(size)
         self.lookups: LRUCache[StoredObject] = LRUCache(REMEMBERED_LOOKUPS)
 
     def find(self, store: Store, job_id: str, owner: str | None) -> StoredObject:
@@ -82,10 +83,24 @@ class ModelCache:
         return self.models.get_or_build(
             stored.sha256, lambda: load_model(io.BytesIO(read_model_bytes(store, stored))))
 
-    def onnx(self, store: Store, stored: StoredObject) -> OnnxFile:
+    def onnx(self, store: Store, stored: StoredObject) -> BuiltFile:
         """The model as ONNX (NotExportable when it cannot be expressed), built once per process."""
-        def build() -> OnnxFile:
-            content = export_onnx(self.model(store, stored))
-            return OnnxFile(content, hashlib.sha256(content).hexdigest())
+        return self.built(store, stored, part="model", format="onnx")
 
-        return self.onnx_files.get_or_build(stored.sha256, build)
+    def built(self, store: Store, stored: StoredObject, *, part: str, format: str) -> BuiltFile:
+        """A file built from the model once per process: `part` "model" (the whole network) or
+        "encoder" (an autoencoder's layers up to its narrowest: Model.encoder, ValueError for other
+        models), as a model file ("npz") or ONNX ("onnx", NotExportable when it cannot be expressed)."""
+        def build() -> BuiltFile:
+            model = self.model(store, stored)
+            if part == "encoder":
+                model = model.encoder()
+            if format == "onnx":
+                content = export_onnx(model)
+            else:
+                buffer = io.BytesIO()
+                model.save(buffer)  # np.savez: fixed zip timestamps, so the same model gives the same bytes
+                content = buffer.getvalue()
+            return BuiltFile(content, hashlib.sha256(content).hexdigest())
+
+        return self.built_files.get_or_build((stored.sha256, part, format), build)

@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from service.version import package_version
-from worker.nn import Model
+from worker.nn import Model, names
 from worker.nn.activations import LEAKY_RELU_SLOPE
 from worker.nn.network import BN_EPSILON
 
@@ -37,7 +37,7 @@ OPSET = 13
 IR_VERSION = 8  # what opset 13 needs; onnxruntime 1.10 and later load it
 ELU_ALPHA = 1.0  # the engine's elu is exp(z) - 1 for z < 0 (worker/nn/activations.py)
 INPUT = "input"
-TASKS = ("classification", "regression", "autoencoder", "encoder")
+TASKS = (*names.TASKS, "encoder")  # the engine's tasks, and an autoencoder's encoder part
 META_KEYS = ("format", "format_version", "task", "loss", "classes", "target_ndim", "card")
 
 # activation name -> (ONNX op, attributes); None: the identity, no node

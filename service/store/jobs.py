@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
-from service.specs import BUILTIN_PREFIX, CheckpointPublic, EpochMetrics, JobPage, JobPublic, JobSpec
+from service.specs import BUILTIN_PREFIX, CheckpointPublic, EpochMetrics, JobPage, JobPublic, JobSpec, planned_epochs
 from service.store.artifacts import StoredObject
 from service.store.base import StoreBase
 from service.store.cursors import decode_cursor, encode_cursor, rows_after
@@ -46,7 +46,8 @@ class JobStore(DatasetStore, StoreBase):
         """A queued job's row and tags (`spec` resolved, as JSON); `trial`: sweep_id, trial_index, trial_params."""
         row = JobRow(
             id=job_id, owner=owner, name=spec["name"], spec=spec, dataset_id=dataset_id, status="queued",
-            epochs=spec["epochs"], progress_epoch=0, attempt=0, cancel_requested=False, created_at=self._now(),
+            epochs=planned_epochs(spec), progress_epoch=0, attempt=0, cancel_requested=False,
+            created_at=self._now(),
             **trial,
         )
         session.add(row)
@@ -111,13 +112,15 @@ class JobStore(DatasetStore, StoreBase):
                 next_cursor = encode_cursor(order_by, descending, getattr(last, order_by), last.id)
         return JobPage(items=items, next_cursor=next_cursor)
 
-    def history(self, job_id: str, owner: str | None = None) -> list[EpochMetrics]:
-        fields, rows = self.history_rows(job_id, owner)
+    def history(self, job_id: str, owner: str | None = None, *, fold: int | None = None) -> list[EpochMetrics]:
+        fields, rows = self.history_rows(job_id, owner, fold=fold)
         return [EpochMetrics.model_construct(**dict(zip(fields, row))) for row in rows]
 
-    def history_rows(self, job_id: str, owner: str | None = None) -> tuple[tuple[str, ...], list[tuple]]:
+    def history_rows(self, job_id: str, owner: str | None = None, *,
+                     fold: int | None = None) -> tuple[tuple[str, ...], list[tuple]]:
         """The history as (field names, plain tuples in epoch order): the fast path for long
-        histories (CSV, hand-built JSON), skipping one Pydantic object per epoch."""
+        histories (CSV, hand-built JSON), skipping one Pydantic object per epoch. With `fold`,
+        only that fold's epochs (a cross-validated job's; none for another job)."""
         columns = [getattr(EpochMetricsRow, name) for name in METRIC_FIELDS]
         with self.session_scope() as session:
             exists_for_owner = select(JobRow.id).where(JobRow.id == job_id)
@@ -125,9 +128,10 @@ class JobStore(DatasetStore, StoreBase):
                 exists_for_owner = exists_for_owner.where(JobRow.owner == owner)
             if session.scalar(exists_for_owner) is None:
                 raise NotFound("job", job_id)
-            rows = session.execute(
-                select(*columns).where(EpochMetricsRow.job_id == job_id).order_by(EpochMetricsRow.epoch)
-            ).all()
+            query = select(*columns).where(EpochMetricsRow.job_id == job_id)
+            if fold is not None:
+                query = query.where(EpochMetricsRow.fold == fold)
+            rows = session.execute(query.order_by(EpochMetricsRow.epoch)).all()
         return METRIC_FIELDS, [tuple(row) for row in rows]
 
     def request_cancel(self, job_id: str, owner: str | None = None) -> JobPublic:

@@ -14,14 +14,14 @@ from pydantic import ValidationError
 from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.specs import BUILTIN_PREFIX, TERMINAL_STATUSES, EpochMetrics, JobSpec
+from service.specs import BUILTIN_PREFIX, TERMINAL_STATUSES, CrossValidationSummary, EpochMetrics, JobSpec
 from service.store.artifacts import StoredObject
 from service.store.base import StoreBase
 from service.store.checkpoints import CheckpointPolicy, prune_checkpoints, stored_policy
 from service.store.errors import LeaseLost, NotFound
 from service.store.sweeps import SweepStore
 from service.store.models import CheckpointRow, DatasetRow, EpochMetricsRow, JobRow, UTCDateTime
-from service.store.rows import metrics_json, metrics_json_from_row, set_best
+from service.store.rows import metrics_json, metrics_json_from_row, set_best, summary_before_fold
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +142,20 @@ class LeaseStore(SweepStore, StoreBase):
         ).one_or_none()
         row.progress_epoch = epoch
         row.latest_metrics = metrics_json_from_row(latest) if latest else None
+        # the checkpoint's fold is unfinished again (its end is recorded with the next fold's first epoch)
+        resumed_fold = latest.fold if latest is not None and latest.fold is not None else 0
+        row.cross_validation = summary_before_fold(row.cross_validation, resumed_fold)
         set_best(row, best.epoch if best else None, metrics_json_from_row(best) if best else None)
 
     def record_epoch(self, job_id: str, worker_id: str, metrics: EpochMetrics, *, is_best: bool,
                      checkpoint: StoredObject | None = None, lease_seconds: float,
-                     checkpoint_policy: CheckpointPolicy | None = None) -> EpochAck:
+                     checkpoint_policy: CheckpointPolicy | None = None,
+                     cross_validation: CrossValidationSummary | None = None) -> EpochAck:
         """One transaction: metrics row, progress, latest/best metrics, checkpoint row (an object
         already complete in the artifact store), lease renewal, checkpoint pruning (by
-        `checkpoint_policy`, else the job's stored spec). Pruned objects are deleted after the
-        commit. Raises LeaseLost."""
+        `checkpoint_policy`, else the job's stored spec), and a cross-validated job's summary when
+        given (it changes as folds finish). Pruned objects are deleted after the commit. Raises
+        LeaseLost."""
         now = self._now()
         values = metrics_json(metrics)
         with self.session_scope(write=True) as session:
@@ -158,6 +163,8 @@ class LeaseStore(SweepStore, StoreBase):
                 progress_epoch=metrics.epoch, latest_metrics=values,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
             )
+            if cross_validation is not None:
+                job_values["cross_validation"] = cross_validation.model_dump(mode="json")
             if is_best:
                 job_values.update(best_epoch=metrics.epoch, best_metrics=values,
                                   best_val_loss=values["val_loss"], best_val_accuracy=values["val_accuracy"])

@@ -111,6 +111,8 @@ class JobRow(Base):
     model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_card: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # service.specs.ModelCard (0004)
+    # cross-validated jobs: service.specs.CrossValidationSummary, updated as folds finish (0005)
+    cross_validation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # a sweep's trial (0006): its sweep, place in the draw and drawn parameters
     sweep_id: Mapped[str | None] = mapped_column(ID)  # no foreign key: 0006 adds it without copying `jobs`
     trial_index: Mapped[int | None] = mapped_column(Integer)
@@ -205,8 +207,15 @@ class EpochMetricsRow(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)  # lets a resume recompute the best epoch
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # cross-validated jobs (0005): the training (0..k-1, k for the refit) and the epoch within it;
+    # `epoch` stays job-wide, so (job_id, epoch) is unique across folds too. Other jobs: both NULL
+    # (NULLs are distinct in a unique constraint on both databases, so they never collide)
+    fold: Mapped[int | None] = mapped_column(Integer)
+    fold_epoch: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),
+                      # one row per epoch of a fold; its index serves GET .../history?fold=
+                      UniqueConstraint("job_id", "fold", "fold_epoch", name="uq_epoch_metrics_job_fold_epoch"))
 
 
 class CheckpointRow(Base):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.specs import EpochMetrics, JobPublic, JobSpec, ModelCard, Progress
+from service.specs import CrossValidationSummary, EpochMetrics, JobPublic, JobSpec, ModelCard, Progress
 from service.store.models import EpochMetricsRow, JobRow
 
-METRIC_FIELDS = tuple(EpochMetrics.model_fields)  # epoch, train_loss, ..., seconds
+METRIC_FIELDS = tuple(EpochMetrics.model_fields)  # epoch, train_loss, ..., seconds, fold, fold_epoch
+COUNTERS = ("epoch", "fold", "fold_epoch")  # integers, stored as they are
 
 
 def job_public(row: JobRow) -> JobPublic:
@@ -22,6 +23,7 @@ def job_public(row: JobRow) -> JobPublic:
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
         attempt=row.attempt, dataset_id=row.dataset_id, cancel_requested=row.cancel_requested, spec=spec,
         model_card=ModelCard.model_validate(row.model_card) if row.model_card else None,
+        cross_validation=CrossValidationSummary.model_validate(row.cross_validation) if row.cross_validation else None,
         sweep_id=row.sweep_id, trial_params=row.trial_params,
     )
 
@@ -35,7 +37,7 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def metrics_json(metrics: EpochMetrics) -> dict[str, Any]:
-    return {name: (metrics.epoch if name == "epoch" else finite_or_none(getattr(metrics, name)))
+    return {name: (getattr(metrics, name) if name in COUNTERS else finite_or_none(getattr(metrics, name)))
             for name in METRIC_FIELDS}
 
 
@@ -48,3 +50,14 @@ def set_best(row: JobRow, epoch: int | None, metrics: dict[str, Any] | None) -> 
     row.best_metrics = metrics
     row.best_val_loss = metrics.get("val_loss") if metrics else None
     row.best_val_accuracy = metrics.get("val_accuracy") if metrics else None
+
+
+def summary_before_fold(summary: dict[str, Any] | None, fold: int) -> dict[str, Any] | None:
+    """A cross-validation summary as it was before fold `fold` finished (a resume rewinds to a
+    checkpoint inside that fold): only the earlier folds, and no mean/std until all are done."""
+    if summary is None:
+        return None
+    kept = [entry for entry in summary["folds"] if entry["fold"] < fold]
+    if len(kept) == len(summary["folds"]):
+        return summary
+    return {**summary, "folds": kept, "mean": None, "std": None, "refit_epochs": None}

@@ -215,7 +215,7 @@ def test_cli_jobs_and_datasets_commands(stack, token, bp, tmp_path):
     assert job_id in cli(stack, token, "jobs", "list").stdout
 
     csv = cli(stack, token, "jobs", "history", job_id, "--csv").stdout.splitlines()
-    assert csv[0] == "epoch,train_loss,val_loss,train_accuracy,val_accuracy,val_r2,val_mae,lr,seconds" and len(csv) == 5
+    assert csv[0] == "epoch,train_loss,val_loss,train_accuracy,val_accuracy,val_r2,val_mae,lr,seconds,fold,fold_epoch" and len(csv) == 5
     history = json.loads(cli(stack, token, "jobs", "history", job_id, "-o", "json").stdout)
     assert [row["epoch"] for row in history["epochs"]] == [1, 2, 3, 4]
     assert re.search(r"^\s*4\s", cli(stack, token, "jobs", "history", job_id).stdout, re.M)

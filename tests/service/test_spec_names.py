@@ -33,6 +33,8 @@ def test_spec_literals_are_the_registries():
     assert literal(specs.LossName) == names.LOSSES
     assert literal(specs.InitName) == names.INITIALIZER_NAMES
     assert literal(specs.Monitor) == names.MONITORS
+    assert literal(specs.JobTask) == names.TASKS
+    assert set(literal(specs.Task)) == set(names.LOSS_TASK.values())  # what a dataset's targets can be
 
 
 def test_optimizer_and_schedule_unions_cover_the_registries_with_fields_the_engine_knows():
@@ -47,7 +49,19 @@ def test_optimizer_and_schedule_unions_cover_the_registries_with_fields_the_engi
 
 
 def test_history_fields_are_the_reported_metrics():
-    assert tuple(specs.EpochMetrics.model_fields) == ("epoch", *METRIC_NAMES)
+    assert tuple(specs.EpochMetrics.model_fields) == ("epoch", *METRIC_NAMES, "fold", "fold_epoch")
+
+
+@pytest.mark.parametrize("loss", names.LOSSES)
+def test_autoencoder_losses_are_the_registry_s_reconstructing_losses(loss):
+    job = specs.JobSpec.model_validate({"dataset": {"builtin": "digits"}, "task": "autoencoder", "loss": loss})
+    if loss in names.AUTOENCODER_LOSSES:
+        resolved = specs.resolve_spec(job, specs.BUILTIN_DATASETS["digits"])
+        assert resolved.model.output_activation == names.DEFAULT_OUTPUT_ACTIVATION[loss]
+    else:
+        with pytest.raises(specs.SpecMismatch) as refused:
+            specs.resolve_spec(job, specs.BUILTIN_DATASETS["digits"])
+        assert refused.value.loc == ("loss",)
 
 
 @pytest.mark.parametrize("loss", names.LOSSES)
@@ -72,6 +86,7 @@ def test_openapi_lists_the_registry_choices():
     assert enum(schema("ModelSpec")["properties"]["output_activation"]) == names.OUTPUT_ACTIVATIONS
     assert enum(schema("ModelSpec")["properties"]["init"]) == names.INITIALIZER_NAMES
     assert enum(schema("JobSpec")["properties"]["loss"]) == names.LOSSES
+    assert enum(schema("JobSpec")["properties"]["task"]) == names.TASKS
     assert enum(schema("EarlyStoppingSpec")["properties"]["monitor"]) == names.MONITORS
     optimizers = {ref["$ref"].split("/")[-1] for ref in schema("JobSpec")["properties"]["optimizer"]["oneOf"]}
     assert {schema(o.removesuffix("-Input"))["properties"]["name"]["const"] for o in optimizers} \

@@ -118,3 +118,90 @@ def test_the_schema_example_is_a_valid_spec_on_its_dataset():
     example = JobSpec.model_json_schema()["examples"][0]
     resolved = resolve_spec(JobSpec.model_validate(example), BUILTIN_DATASETS[example["dataset"]["builtin"]])
     assert resolved.loss == "categorical_crossentropy"
+
+
+# ---------------------------------------------------------------- issue 8: experiments
+
+
+def test_autoencoder_on_a_classification_dataset_reconstructs_its_inputs():
+    resolved = resolve_spec(spec(task="autoencoder", model={"hidden_layers": [{"units": 2}]}), THREE_CLASSES)
+    assert (resolved.task, resolved.loss, resolved.model.output_activation) == ("autoencoder", "mse", "linear")
+    # output layer as wide as the input: 4 -> 2 -> 4
+    assert parameter_count(resolved, THREE_CLASSES) == (4 * 2 + 2) + (2 * 4 + 4)
+    bce = resolve_spec(spec(task="autoencoder", loss="binary_crossentropy"), THREE_CLASSES)
+    assert bce.model.output_activation == "sigmoid"
+    assert mismatch(spec(task="autoencoder", loss="categorical_crossentropy"), THREE_CLASSES).loc == ("loss",)
+    refused = mismatch(spec(task="autoencoder", early_stopping={"monitor": "val_accuracy"}), THREE_CLASSES)
+    assert refused.loc == ("early_stopping", "monitor")
+
+
+def test_the_task_is_filled_from_the_dataset_and_must_match_it():
+    assert resolve_spec(spec(), THREE_CLASSES).task == "classification"
+    assert resolve_spec(spec(), REGRESSION).task == "regression"
+    wrong = mismatch(spec(task="regression"), THREE_CLASSES)
+    assert wrong.loc == ("task",) and "classification" in wrong.message
+    assert error_locs({"dataset": {"builtin": "iris"}, "task": "clustering"}) == {("task",)}
+
+
+def test_freeze_and_init_from_name_hidden_layers_of_this_spec():
+    two_layers = {"hidden_layers": [{"units": 8}, {"units": 4}]}
+    ok = resolve_spec(spec(model=two_layers, freeze=[0], init_from={"job_id": "a" * 32, "layers": [0, 1]}),
+                      THREE_CLASSES)
+    assert ok.freeze == [0] and ok.init_from.layers == [0, 1]
+    assert mismatch(spec(model=two_layers, freeze=[0, 2]), THREE_CLASSES).loc == ("freeze", 1)
+    assert mismatch(spec(model=two_layers, freeze=[1, 1]), THREE_CLASSES).loc == ("freeze", 1)
+    out_of_range = mismatch(spec(model=two_layers, init_from={"job_id": "x", "layers": [3]}), THREE_CLASSES)
+    assert out_of_range.loc == ("init_from", "layers", 0) and "there are 2" in out_of_range.message
+    assert error_locs({"dataset": {"builtin": "iris"}, "freeze": [-1]}) == {("freeze", 0)}
+    assert error_locs({"dataset": {"builtin": "iris"}, "init_from": {"job_id": "x", "layers": []}}) \
+        == {("init_from", "layers")}
+
+
+def test_check_transfer_names_the_layer_whose_shape_differs():
+    from service.specs import TransferSource, check_transfer
+
+    source = TransferSource(input_size=4, hidden=((64, False), (32, False)))
+    mine = resolve_spec(spec(model={"hidden_layers": [{"units": 64}, {"units": 16}]},
+                             init_from={"job_id": "x", "layers": [0, 1]}), THREE_CLASSES)
+    refused = pytest.raises(SpecMismatch, check_transfer, mine, THREE_CLASSES, source).value
+    assert refused.loc == ("init_from", "layers", 1)
+    assert refused.message == "source layer 1 is 64→32, this spec's layer 1 is 64→16"
+    only_first = mine.model_copy(update={"init_from": mine.init_from.model_copy(update={"layers": [0]})})
+    check_transfer(only_first, THREE_CLASSES, source)  # layer 0 fits: 4→64 on both sides
+    other_inputs = pytest.raises(SpecMismatch, check_transfer, only_first, REGRESSION, source).value
+    assert other_inputs.loc == ("init_from", "layers", 0) and "4→64" in other_inputs.message
+    batch_norm = TransferSource(input_size=4, hidden=((64, True),))
+    bn = pytest.raises(SpecMismatch, check_transfer, only_first, THREE_CLASSES, batch_norm).value
+    assert "batch norm" in bn.message
+    standardized = TransferSource(input_size=4, hidden=((64, False),), standardized=True)
+    raw = only_first.model_copy(update={"dataset": only_first.dataset.model_copy(update={"standardize": False})})
+    assert pytest.raises(SpecMismatch, check_transfer, raw, THREE_CLASSES, standardized).value.loc \
+        == ("dataset", "standardize")
+    check_transfer(only_first, THREE_CLASSES, standardized)
+    shallow = TransferSource(input_size=4, hidden=((64, False),))
+    assert pytest.raises(SpecMismatch, check_transfer, mine, THREE_CLASSES, shallow).value.loc \
+        == ("init_from", "layers", 1)
+
+
+def test_cross_validation_folds_are_checked_against_the_data_and_the_caps():
+    from service.specs import JobLimits, LimitExceeded, planned_epochs
+
+    job = spec(cross_validation={"folds": 5}, epochs=10)
+    assert planned_epochs(resolve_spec(job, THREE_CLASSES).model_dump(mode="json")) == 60  # 5 folds and the refit
+    assert error_locs({"dataset": {"builtin": "iris"}, "cross_validation": {"folds": 1}}) == {("cross_validation", "folds")}
+    assert mismatch(spec(cross_validation={"folds": 5}), BUILTIN_DATASETS["xor"]).loc == ("cross_validation",)
+    with pytest.raises(LimitExceeded) as capped:
+        resolve_spec(job, THREE_CLASSES, JobLimits(max_folds=4))
+    assert capped.value.loc == ("cross_validation", "folds")
+    with pytest.raises(LimitExceeded) as too_long:
+        resolve_spec(job, THREE_CLASSES, JobLimits(max_epochs=50))
+    assert planned_epochs(spec(epochs=7).model_dump(mode="json")) == 7
+    assert too_long.value.loc == ("cross_validation", "folds") and "60 epochs" in too_long.value.message
+    # each fold validates, so a validation monitor is fine even with validation_split 0 ...
+    resolve_spec(spec(cross_validation={"folds": 3}, dataset={"builtin": "iris", "validation_split": 0.0},
+                      early_stopping={"monitor": "val_accuracy"}), THREE_CLASSES)
+    # ... but the refit has no validation part for reduce_on_plateau to watch
+    plateau = mismatch(spec(cross_validation={"folds": 3}, lr_schedule={"name": "reduce_on_plateau"}), THREE_CLASSES)
+    assert plateau.loc == ("lr_schedule", "monitor")
+    resolve_spec(spec(cross_validation={"folds": 3},
+                      lr_schedule={"name": "reduce_on_plateau", "monitor": "train_loss"}), THREE_CLASSES)

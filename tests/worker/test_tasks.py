@@ -492,3 +492,45 @@ def test_shutdown_hands_the_job_back_and_the_next_run_resumes_it_exactly(store, 
     done = store.get_job(job.id)
     assert (done.attempt, [row.epoch for row in store.history(job.id)]) == (1, list(range(1, 7)))
     assert_resumed_equals_straight(store, job.id, straight.id, attempt=1, from_epoch=2)
+
+
+@pytest.mark.parametrize("crash_at, from_epoch", [(11, 10), (10, 8)])
+def test_cross_validation_resumes_exactly_inside_a_fold(store, clock, monkeypatch, crash_at, from_epoch):
+    """3 folds of 4 epochs then the refit: epochs 1-4, 5-8, 9-12, 13-. Crashing at epoch 11 resumes
+    from epoch 10's checkpoint, inside fold 2; at epoch 10, from epoch 8's, the end of fold 1, whose
+    result (recorded with epoch 9) the claim takes back out of the summary until it is redone."""
+    options = dict(builtin="digits", epochs=4, batch_size=32, checkpoint={"every_epochs": 2},
+                   cross_validation={"folds": 3}, model={"hidden_layers": [{"units": 16, "dropout": 0.1}]})
+    straight = create_job(store, **options)
+    assert run(store, straight.id) == "succeeded"
+
+    job = create_job(store, **options)
+    record = store.record_epoch
+
+    def crash(job_id, worker_id, metrics, **kwargs):
+        if metrics.epoch == crash_at:
+            raise Crash
+        return record(job_id, worker_id, metrics, **kwargs)
+
+    monkeypatch.setattr(store, "record_epoch", crash)
+    with pytest.raises(Crash):
+        run(store, job.id)
+    monkeypatch.setattr(store, "record_epoch", record)
+    assert [fold.fold for fold in store.get_job(job.id).cross_validation.folds] == [0, 1]
+    clock.advance(LEASE + 1)
+    claim = store.claim_job(job.id, "w2", LEASE)
+    assert claim.resume_epoch == from_epoch
+    kept = [fold.fold for fold in store.get_job(job.id).cross_validation.folds]
+    assert kept == ([0, 1] if from_epoch == 10 else [0])
+    clock.advance(LEASE + 1)  # w2 dies at once; w3 resumes
+    assert run(store, job.id, worker="w3") == "succeeded"
+
+    done, reference = store.get_job(job.id), store.get_job(straight.id)
+    assert done.cross_validation == reference.cross_validation and done.cross_validation.mean is not None
+    resumed_history, straight_history = store.history(job.id), store.history(straight.id)
+    assert [(row.fold, row.fold_epoch) for row in resumed_history][:13] == \
+        [(fold, epoch) for fold in range(3) for epoch in range(1, 5)] + [(3, 1)]
+    assert [row.epoch for row in resumed_history] == list(range(1, len(straight_history) + 1))
+    for a, b in zip(resumed_history, straight_history, strict=True):
+        assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
+    assert_resumed_equals_straight(store, job.id, straight.id, attempt=3, from_epoch=from_epoch)

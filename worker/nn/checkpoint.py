@@ -20,6 +20,14 @@ def write_npz(target, arrays: dict[str, np.ndarray], meta: dict) -> None:
     np.savez(target, **arrays, **{META_KEY: np.array(json.dumps(meta))})
 
 
+def frozen_writer(arrays: dict[str, np.ndarray], meta: dict):
+    """A function writing `arrays` and `meta`, as they are now, to a target later (on another
+    thread, while training goes on), exactly as write_npz would now."""
+    arrays = {key: value.copy() for key, value in arrays.items()}
+    meta = json.loads(json.dumps(meta))
+    return lambda target: write_npz(target, arrays, meta)
+
+
 def load_npz(path) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays and parsed meta of a file written by `write_npz`."""
     with np.load(path, allow_pickle=False) as f:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .callbacks import EpochEnd
-from .checkpoint import load_npz, strip_prefix, with_prefix, write_npz
+from .checkpoint import frozen_writer, load_npz, strip_prefix, with_prefix, write_npz
 from .config import TrainConfig
 from .data import check_features, class_labels, encode_targets
 from .losses import task_of
@@ -262,6 +262,10 @@ class CrossValidation:
         """Write the whole run's state, as one `.npz`, to `target` (a path or a binary file)."""
         arrays, meta = self.state_dict()
         write_npz(target, arrays, meta)
+
+    def checkpoint_snapshot(self):
+        """The whole run's state as of now, frozen (as Trainer.checkpoint_snapshot)."""
+        return frozen_writer(*self.state_dict())
 
     def load_checkpoint(self, path) -> None:
         arrays, meta = load_npz(path)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from .callbacks import EpochEnd, FitResult
-from .checkpoint import load_npz, strip_prefix, with_prefix, write_npz
+from .checkpoint import frozen_writer, load_npz, strip_prefix, with_prefix, write_npz
 from .config import TrainConfig
 from .data import prepare
 from .early_stopping import BestTracker, EarlyStopping
@@ -171,10 +171,7 @@ class Trainer:
     def checkpoint_snapshot(self):
         """The whole training state as of now, frozen: a function that writes it to a target
         later (on another thread, while training goes on) exactly as save_checkpoint would now."""
-        arrays, meta = self.state_dict()
-        arrays = {key: value.copy() for key, value in arrays.items()}
-        meta = json.loads(json.dumps(meta))
-        return lambda target: write_npz(target, arrays, meta)
+        return frozen_writer(*self.state_dict())
 
     def load_checkpoint(self, path, history: list[dict] | None = None) -> None:
         """Restore the state saved by `save_checkpoint`; `fit` then continues exactly. `history`:

@@ -49,12 +49,13 @@ def test_caps_come_from_the_environment_and_may_only_tighten(monkeypatch):
 
 
 def test_limits_endpoint_reports_the_live_caps(make_api):
-    api = make_api(max_epochs=40, max_upload_bytes=5000, max_queued_jobs_per_owner=3)
+    api = make_api(max_epochs=40, max_upload_bytes=5000, max_queued_jobs_per_owner=3, max_folds=4)
     limits = api.client.get("/v1/limits").json()
     assert limits == {"max_epochs": 40, "max_hidden_layers": MAX_HIDDEN_LAYERS, "max_units": MAX_UNITS,
                       "max_parameters": MAX_PARAMETERS, "max_batch_size": MAX_BATCH_SIZE,
                       "max_upload_bytes": 5000, "max_dataset_rows": 2_000_000, "max_dataset_bytes": 200 * 1024 * 1024,
-                      "max_queued_jobs_per_owner": 3, "max_predict_rows": 10_000, "max_trials_per_sweep": MAX_TRIALS,
+                      "max_queued_jobs_per_owner": 3, "max_predict_rows": 10_000, "max_folds": 4,
+                      "max_trials_per_sweep": MAX_TRIALS,
                       "max_concurrent_trials_per_owner": 8}
 
 

@@ -272,8 +272,8 @@ def test_history_json_and_csv(api):
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.text)))
     assert rows[0] == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_r2", "val_mae",
-                       "lr", "seconds"]
-    assert rows[1] == ["1", "0.5", "0.6", "", "", "0.1", "0.4", "0.001", "0.25"]
+                       "lr", "seconds", "fold", "fold_epoch"]
+    assert rows[1] == ["1", "0.5", "0.6", "", "", "0.1", "0.4", "0.001", "0.25", "", ""]  # no folds: empty
     assert len(rows) == 3
 
     job = api.client.get(f"/v1/jobs/{job['id']}").json()

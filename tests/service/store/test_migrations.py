@@ -1,9 +1,11 @@
 """Alembic migrations build exactly the models' schema, and SQLite is configured for concurrency."""
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from service.config import Settings
 from service.store import Store, upgrade
@@ -43,3 +45,28 @@ def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_database_url, settin
             assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
     finally:
         store.dispose()
+
+
+def test_0005_keeps_the_history_and_holds_one_row_per_fold_epoch(settings_factory, tmp_path):
+    """SQLite's batch copy of epoch_metrics keeps its rows; NULL folds (plain jobs) never collide."""
+    settings = settings_factory(database_url=f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(settings, "0004")
+    engine = create_engine(settings.database_url)
+    row = ("INSERT INTO epoch_metrics (job_id, epoch, is_best, created_at{}) "
+           "VALUES ('j', :epoch, 0, '2026-11-23 00:00:00.000000'{})")
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO jobs (id, name, spec, dataset_id, status, epochs, progress_epoch, "
+                                    "attempt, cancel_requested, created_at) VALUES ('j', '', '{}', 'builtin:xor', "
+                                    "'running', 4, 2, 1, 0, '2026-11-23 00:00:00.000000')"))
+            for epoch in (1, 2):
+                connection.execute(text(row.format("", "")), {"epoch": epoch})
+        upgrade(settings)
+        with engine.begin() as connection:
+            kept = connection.execute(text("SELECT epoch, fold, fold_epoch FROM epoch_metrics ORDER BY epoch")).all()
+            assert [tuple(r) for r in kept] == [(1, None, None), (2, None, None)]
+            connection.execute(text(row.format(", fold, fold_epoch", ", 0, 1")), {"epoch": 3})
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text(row.format(", fold, fold_epoch", ", 0, 1")), {"epoch": 4})
+    finally:
+        engine.dispose()
