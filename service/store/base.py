@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.store.artifacts import ArtifactStore, open_artifact_store
 from service.store.db import Database
+from service.store.errors import NotFound
 
 
 def utcnow() -> datetime:
@@ -25,6 +26,19 @@ def utcnow() -> datetime:
 
 def new_hex_id() -> str:
     return uuid.uuid4().hex
+
+
+def owned_row(session: Session, row_type: type, kind: str, row_id: str, owner: str | None, *,
+              refresh: bool = False):
+    """The `row_type` row `row_id` if `owner` may see it (None: any owner), else NotFound: a
+    missing row and another owner's get the same answer. `refresh` rereads a row the session holds."""
+    query = select(row_type).where(row_type.id == row_id)
+    if refresh:
+        query = query.execution_options(populate_existing=True)
+    row = session.scalars(query).one_or_none()
+    if row is None or (owner is not None and row.owner != owner):
+        raise NotFound(kind, row_id)
+    return row
 
 
 class StoreBase:

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.specs import BUILTIN_DATASETS, BUILTIN_PREFIX, DatasetInfo, DatasetPublic
-from service.store.base import StoreBase
+from service.store.base import StoreBase, owned_row
 from service.store.errors import NotFound
 from service.store.models import DatasetRow
 
@@ -57,10 +57,7 @@ class DatasetStore(StoreBase):
         return DatasetInfo.model_validate(public.model_dump(include=set(DatasetInfo.model_fields)))
 
     def _dataset_row(self, session: Session, dataset_id: str, owner: str | None) -> DatasetRow:
-        row = session.get(DatasetRow, dataset_id)
-        if row is None or (owner is not None and row.owner != owner):
-            raise NotFound("dataset", dataset_id)
-        return row
+        return owned_row(session, DatasetRow, "dataset", dataset_id, owner)
 
 
 def builtin_public(dataset_id: str) -> DatasetPublic:

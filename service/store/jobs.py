@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from service.specs import BUILTIN_PREFIX, CheckpointPublic, EpochMetrics, JobPage, JobPublic, JobSpec, planned_epochs
 from service.store.artifacts import StoredObject
-from service.store.base import StoreBase
+from service.store.base import StoreBase, owned_row
 from service.store.cursors import decode_cursor, encode_cursor, rows_after
 from service.store.datasets import DatasetStore, builtin_public
 from service.store.errors import Conflict, NotFound, QueueFull
@@ -172,10 +172,4 @@ class JobStore(DatasetStore, StoreBase):
             return StoredObject(row.model_key, row.model_size_bytes, row.model_sha256)
 
     def _job_row(self, session: Session, job_id: str, owner: str | None, *, refresh: bool = False) -> JobRow:
-        query = select(JobRow).where(JobRow.id == job_id)
-        if refresh:
-            query = query.execution_options(populate_existing=True)
-        row = session.scalars(query).one_or_none()
-        if row is None or (owner is not None and row.owner != owner):
-            raise NotFound("job", job_id)
-        return row
+        return owned_row(session, JobRow, "job", job_id, owner, refresh=refresh)

@@ -18,9 +18,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from service.specs import SweepPage, SweepPublic, SweepSpec, TrialPublic
-from service.store.base import StoreBase
+from service.store.base import StoreBase, owned_row
 from service.store.cursors import decode_cursor, encode_cursor, rows_after
-from service.store.errors import NotFound
 from service.store.jobs import JobStore
 from service.store.models import EpochMetricsRow, JobRow, SweepRow, SweepRungRow
 from service.sweeps import Trial, asha_continues, asha_rungs, mode_of, reward
@@ -194,13 +193,7 @@ class SweepStore(JobStore, StoreBase):
     # ---------------------------------------------------------------- reading
 
     def _sweep_row(self, session: Session, sweep_id: str, owner: str | None, *, refresh: bool = False) -> SweepRow:
-        query = select(SweepRow).where(SweepRow.id == sweep_id)
-        if refresh:
-            query = query.execution_options(populate_existing=True)
-        row = session.scalars(query).one_or_none()
-        if row is None or (owner is not None and row.owner != owner):
-            raise NotFound("sweep", sweep_id)
-        return row
+        return owned_row(session, SweepRow, "sweep", sweep_id, owner, refresh=refresh)
 
     def _sweep_public(self, session: Session, row: SweepRow) -> SweepPublic:
         jobs = {job.trial_index: job for job in session.execute(
