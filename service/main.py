@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                         app_settings.host)
         _make_embedded_broker_folder(app_settings.broker_url)
         app.state.settings = app_settings
+        app.state.auth_enabled = app_settings.auth_enabled  # read on every request: decided once
         app.state.store = store or Store(app_settings)
         app.state.keys = ApiKeys(app.state.store)
         app.state.model_cache = ModelCache(app_settings.model_cache_size)  # predict and ONNX, per process

@@ -14,7 +14,6 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.config import Settings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/", "/compare"})
@@ -51,8 +50,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
-        settings: Settings = state.settings
-        if not settings.auth_enabled:
+        if not state.auth_enabled:
             await self.app(scope, receive, send)
             return
         token = bearer_token(Headers(scope=scope))

@@ -49,7 +49,7 @@ async def get_owner(request: Request,
               _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]) -> str | None:
     """The caller's owner name, set by the BearerAuth middleware; None when the API runs open."""
     owner = request.scope.get("state", {}).get(OWNER_STATE_KEY)
-    if owner is None and request.app.state.settings.auth_enabled:
+    if owner is None and request.app.state.auth_enabled:
         # unreachable behind BearerAuth; refuse rather than serve every owner's data if it is missing
         raise HTTPException(401, detail="an API key is required", headers={"WWW-Authenticate": CHALLENGE})
     return owner
