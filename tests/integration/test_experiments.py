@@ -16,7 +16,8 @@ import pytest
 from service.client import Client
 from tests.integration.harness import running_stack, wait_for_job
 from tests.integration.test_reliability import (
-    SLOW_EPOCHS, TERMINAL, claims, epochs_of, model_arrays, start_stack, wait_for_progress, worker_log,
+    SLOW_EPOCHS, TERMINAL, assert_same_history, assert_same_model, claims, epochs_of, start_stack,
+    wait_for_progress, worker_log,
 )
 from worker.nn import load_model
 
@@ -116,10 +117,5 @@ def test_a_cross_validated_job_killed_inside_a_fold_ends_as_an_uninterrupted_run
         reference = wait_for_job(client, reference_id, TERMINAL, timeout=120, stack=stack)
         assert reference["status"] == "succeeded" and reference["attempt"] == 1, reference
         assert done["cross_validation"] == reference["cross_validation"]
-        for resumed_row, reference_row in zip(epochs_of(client, job_id), epochs_of(client, reference_id), strict=True):
-            resumed_row.pop("seconds"), reference_row.pop("seconds")
-            assert resumed_row == reference_row
-        resumed, uninterrupted = model_arrays(client, job_id), model_arrays(client, reference_id)
-        assert resumed.keys() == uninterrupted.keys()
-        for key in uninterrupted:
-            np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+        assert_same_history(epochs_of(client, job_id), epochs_of(client, reference_id))
+        assert_same_model(client, job_id, reference_id)

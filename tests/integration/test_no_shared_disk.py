@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 
 from tests.integration.harness import postgres_database, private_redis, running_stack, wait_for_job
 from tests.integration.test_reliability import (
-    FAST_RECOVERY, SLOW_EPOCHS, TERMINAL, claims, epochs_of, model_arrays, wait_for_progress, wait_until_ready,
+    FAST_RECOVERY, SLOW_EPOCHS, TERMINAL, assert_same_model, claims, epochs_of, wait_for_progress, wait_until_ready,
     worker_log,
 )
 
@@ -69,9 +69,7 @@ def test_upload_train_kill_resume_download_through_s3_only(tmp_path, s3_server):
         assert hashlib.sha256(response.content).hexdigest() == response.headers["x-model-sha256"]
         reference_id = client.post("/v1/jobs", json={**spec, "name": "reference"}).json()["id"]
         assert wait_for_job(client, reference_id, TERMINAL, timeout=120, stack=stack)["attempt"] == 1
-        resumed, uninterrupted = model_arrays(client, job_id), model_arrays(client, reference_id)
-        for key in uninterrupted:
-            np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+        assert_same_model(client, job_id, reference_id)
 
         # every artifact is in the bucket ...
         s3 = s3_server.client()

@@ -116,6 +116,21 @@ def epochs_of(client, job_id: str) -> list[dict]:
     return client.get(f"/v1/jobs/{job_id}/history").json()["epochs"]
 
 
+def assert_same_history(rows: list[dict], reference_rows: list[dict]) -> None:
+    """Epoch by epoch equal but for the wall-clock `seconds`."""
+    for row, reference_row in zip(rows, reference_rows, strict=True):
+        row.pop("seconds"), reference_row.pop("seconds")
+        assert row == reference_row
+
+
+def assert_same_model(client, job_id: str, reference_id: str) -> None:
+    """The two jobs' model files hold the same arrays, bit for bit (see model_arrays)."""
+    resumed, uninterrupted = model_arrays(client, job_id), model_arrays(client, reference_id)
+    assert resumed.keys() == uninterrupted.keys()
+    for key in uninterrupted:
+        np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+
+
 @pytest.mark.parametrize("kind", ["redis_postgres"])  # embedded: the max-attempts test below kills workers too;
 # S3: tests/integration/test_no_shared_disk.py kills a worker with artifacts in S3
 def test_kill_9_mid_epoch_resumes_from_the_checkpoint_and_ends_as_an_uninterrupted_run(kind, tmp_path):
@@ -144,13 +159,8 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_and_ends_as_an_uninterrupt
         reference_id = client.post("/v1/jobs", json={**spec, "name": "reference"}).json()["id"]
         reference = wait_for_job(client, reference_id, TERMINAL, timeout=90, stack=stack)
         assert reference["status"] == "succeeded" and reference["attempt"] == 1, reference
-        for resumed_row, reference_row in zip(history, epochs_of(client, reference_id), strict=True):
-            resumed_row.pop("seconds"), reference_row.pop("seconds")
-            assert resumed_row == reference_row
-        resumed, uninterrupted = model_arrays(client, job_id), model_arrays(client, reference_id)
-        assert resumed.keys() == uninterrupted.keys()
-        for key in uninterrupted:
-            np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+        assert_same_history(history, epochs_of(client, reference_id))
+        assert_same_model(client, job_id, reference_id)
 
 
 @pytest.mark.parametrize("target", ["process_group", "main_process"])
